@@ -1,0 +1,15 @@
+//! The wgpu backend (work in progress: opens with an error until its kernels land).
+use crate::error::{Error, Result};
+
+/// The wgpu backend.
+pub struct WgpuBackend;
+
+impl WgpuBackend {
+    /// Open the backend.
+    pub fn new() -> Result<crate::cpu::CpuBackend> {
+        Err(Error::Unavailable {
+            backend: "wgpu",
+            reason: "not implemented yet".into(),
+        })
+    }
+}

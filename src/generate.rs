@@ -1,0 +1,153 @@
+//! Deterministic input generators: plain Gaussian q/k/v, and a structured generator whose
+//! heads look like real long-context heads (sinks, a local window, a few heavy columns,
+//! periodic diagonals, block clusters), so that indices are not chosen from flat noise.
+
+use crate::error::{invalid, Result};
+use crate::tensor::{DType, HostTensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::Distribution;
+
+/// Gaussian `N(0, 1)` q `[B,Hq,N,D]`, k and v `[B,Hkv,N,D]`, rounded to `dtype`.
+pub fn random_qkv(
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    n: usize,
+    d: usize,
+    dtype: DType,
+    seed: u64,
+) -> Result<(HostTensor, HostTensor, HostTensor)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut gen = |dims: [usize; 4]| {
+        let v: Vec<f64> = (0..dims.iter().product::<usize>())
+            .map(|_| rng.sample(rand_distr::StandardNormal))
+            .collect();
+        HostTensor::from_f64(&dims, &v, dtype)
+    };
+    Ok((
+        gen([b, hq, n, d])?,
+        gen([b, hkv, n, d])?,
+        gen([b, hkv, n, d])?,
+    ))
+}
+
+/// What a query head of the structured generator attends to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HeadKind {
+    /// Sink tokens and a local window.
+    AShape,
+    /// A few heavy key columns and periodic diagonals.
+    VerticalSlash,
+    /// Clusters of 64-blocks that attend to each other.
+    BlockSparse,
+    /// Weak structure (near-uniform attention).
+    Noise,
+}
+
+impl HeadKind {
+    /// The kinds in a fixed cycle, for assigning to heads.
+    pub const CYCLE: [HeadKind; 3] = [
+        HeadKind::AShape,
+        HeadKind::VerticalSlash,
+        HeadKind::BlockSparse,
+    ];
+}
+
+/// Structured q, k, v. Query head `h` has kind `kinds[h]`; k and v are shared per kv head.
+///
+/// Layout of the head dimension (D >= 32): dim 0 is the sink/heavy-column feature, dims
+/// `1..9` four positional frequency pairs, dims `9..17` eight block-cluster one-hots, the
+/// rest Gaussian noise. Logits stay within about +-12 so f16 storage is safe.
+pub fn structured_qkv(
+    b: usize,
+    hkv: usize,
+    n: usize,
+    d: usize,
+    kinds: &[HeadKind],
+    dtype: DType,
+    seed: u64,
+) -> Result<(HostTensor, HostTensor, HostTensor)> {
+    if d < 32 {
+        return Err(invalid(
+            "head_dim",
+            format!("the structured generator needs D >= 32, got {d}"),
+        ));
+    }
+    let hq = kinds.len();
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(invalid(
+            "kinds",
+            format!("{hq} query heads is not a multiple of {hkv} kv heads"),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let normal = rand_distr::StandardNormal;
+    const POS: usize = 1;
+    const CL: usize = 9;
+    const CLUSTERS: usize = 8;
+    let sqrt_d = (d as f64).sqrt();
+    // Periods of the positional pairs: local window ones, and one short period for slashes.
+    let periods = [97.0, 1024.0, 2048.0, 4096.0];
+    let rows = n.div_ceil(64);
+    let mut k = vec![0.0; b * hkv * n * d];
+    let mut v = vec![0.0; b * hkv * n * d];
+    let mut q = vec![0.0; b * hq * n * d];
+    for bi in 0..b {
+        for g in 0..hkv {
+            let heavy: Vec<usize> = (0..6).map(|_| rng.random_range(0..n)).collect();
+            let cluster: Vec<usize> = (0..rows).map(|_| rng.random_range(0..CLUSTERS)).collect();
+            let base = (bi * hkv + g) * n * d;
+            for j in 0..n {
+                let kr = &mut k[base + j * d..base + (j + 1) * d];
+                for x in kr.iter_mut() {
+                    *x = 0.3 * Distribution::<f64>::sample(&normal, &mut rng);
+                }
+                kr[0] = if j < 4 || heavy.contains(&j) {
+                    1.0
+                } else {
+                    0.0
+                };
+                for (f, p) in periods.iter().enumerate() {
+                    let w = 2.0 * std::f64::consts::PI * j as f64 / p;
+                    kr[POS + 2 * f] = w.cos();
+                    kr[POS + 2 * f + 1] = w.sin();
+                }
+                kr[CL + cluster[j / 64]] = 1.0;
+                for x in v[base + j * d..base + (j + 1) * d].iter_mut() {
+                    *x = Distribution::<f64>::sample(&normal, &mut rng);
+                }
+            }
+            for h in (0..hq).filter(|h| h * hkv / hq == g) {
+                let qbase = (bi * hq + h) * n * d;
+                // Logit weights (before the 1/sqrt(D) scale) per feature group.
+                let (sink, pos, slash, cl) = match kinds[h] {
+                    HeadKind::AShape => (9.0, [0.0, 2.5, 2.5, 2.5], 0.0, 0.0),
+                    HeadKind::VerticalSlash => (8.0, [0.0, 0.0, 0.0, 0.0], 7.0, 0.0),
+                    HeadKind::BlockSparse => (1.0, [0.0, 0.5, 0.0, 0.0], 0.0, 9.0),
+                    HeadKind::Noise => (0.5, [0.0, 0.0, 0.0, 0.0], 0.0, 0.0),
+                };
+                for i in 0..n {
+                    let qr = &mut q[qbase + i * d..qbase + (i + 1) * d];
+                    for x in qr.iter_mut() {
+                        *x = 0.3 * Distribution::<f64>::sample(&normal, &mut rng);
+                    }
+                    qr[0] = sink * sqrt_d;
+                    for (f, p) in periods.iter().enumerate() {
+                        let amp = if f == 0 { slash } else { pos[f] };
+                        let w = 2.0 * std::f64::consts::PI * i as f64 / p;
+                        qr[POS + 2 * f] = amp * sqrt_d * w.cos();
+                        qr[POS + 2 * f + 1] = amp * sqrt_d * w.sin();
+                    }
+                    qr[CL + cluster[i / 64]] = cl * sqrt_d;
+                }
+            }
+        }
+    }
+    let qd = [b, hq, n, d];
+    let kd = [b, hkv, n, d];
+    Ok((
+        HostTensor::from_f64(&qd, &q, dtype)?,
+        HostTensor::from_f64(&kd, &k, dtype)?,
+        HostTensor::from_f64(&kd, &v, dtype)?,
+    ))
+}
