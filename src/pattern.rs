@@ -51,11 +51,11 @@ impl Pattern {
     /// Check the pattern's parameters.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            Pattern::AShape { local, .. } if local == 0 => Err(invalid(
+            Pattern::AShape { local: 0, .. } => Err(invalid(
                 "a-shape local",
                 "must be at least 1 (a query always sees itself), got 0",
             )),
-            Pattern::BlockSparse { top_k } if top_k == 0 => Err(invalid(
+            Pattern::BlockSparse { top_k: 0 } => Err(invalid(
                 "block-sparse top_k",
                 "must be at least 1 (the diagonal block is always kept), got 0",
             )),

@@ -108,15 +108,16 @@ pub fn default_cases() -> Vec<CaseSpec> {
     use DType::{F16, F32};
     use Inputs::Random as R;
     let st = |k: &[HeadKind]| Inputs::Structured(k.to_vec());
+    // f32 cases stay small (N <= 64); larger ones are f16 to keep tests/vectors a few MiB.
     add("dense_n1_d64", (2, 2, 1, 1, 64), F32, &["dense"], R);
     add(
         "dense_n65_d128_gqa4",
-        (2, 4, 1, 65, 128),
+        (1, 4, 1, 65, 128),
         F16,
         &["dense"],
         R,
     );
-    add("dense_n200_d64", (2, 2, 2, 200, 64), F32, &["dense"], R);
+    add("dense_n200_d64", (1, 2, 2, 200, 64), F16, &["dense"], R);
     add(
         "ashape_n63_d64",
         (2, 2, 2, 63, 64),
@@ -126,7 +127,7 @@ pub fn default_cases() -> Vec<CaseSpec> {
     );
     add(
         "ashape_n200_d128_gqa2",
-        (2, 4, 2, 200, 128),
+        (1, 2, 1, 200, 128),
         F16,
         &["a-shape:8,64"],
         R,
@@ -134,16 +135,9 @@ pub fn default_cases() -> Vec<CaseSpec> {
     add(
         "ashape_n65_budget_gt_n",
         (2, 2, 1, 65, 64),
-        F32,
+        F16,
         &["a-shape:100,500"],
         R,
-    );
-    add(
-        "ashape_n1000_structured",
-        (1, 2, 1, 1000, 64),
-        F16,
-        &["a-shape:16,256"],
-        st(&[AShape, AShape]),
     );
     add(
         "vs_n1_d64",
@@ -162,13 +156,13 @@ pub fn default_cases() -> Vec<CaseSpec> {
     add(
         "vs_n65_d128_gqa2",
         (2, 2, 1, 65, 128),
-        F32,
+        F16,
         &["vertical-slash:45,70"],
         R,
     );
     add(
         "vs_n200_d64_gqa4",
-        (2, 4, 1, 200, 64),
+        (1, 4, 1, 200, 64),
         F16,
         &["vertical-slash:50,120"],
         R,
@@ -182,7 +176,7 @@ pub fn default_cases() -> Vec<CaseSpec> {
     );
     add(
         "vs_n200_d128_structured",
-        (2, 2, 2, 200, 128),
+        (1, 2, 2, 200, 128),
         F16,
         &["vertical-slash:40,110"],
         st(&[VerticalSlash, VerticalSlash]),
@@ -198,13 +192,13 @@ pub fn default_cases() -> Vec<CaseSpec> {
     add(
         "bs_n65_d128",
         (2, 2, 2, 65, 128),
-        F32,
+        F16,
         &["block-sparse:2"],
         R,
     );
     add(
         "bs_n200_d64_gqa4",
-        (2, 4, 1, 200, 64),
+        (1, 4, 1, 200, 64),
         F16,
         &["block-sparse:2"],
         R,
@@ -212,21 +206,14 @@ pub fn default_cases() -> Vec<CaseSpec> {
     add(
         "bs_n200_budget_gt_n",
         (2, 2, 1, 200, 64),
-        F32,
+        F16,
         &["block-sparse:100"],
         R,
     );
     add(
-        "bs_n1000_structured",
-        (1, 2, 1, 1000, 64),
+        "mixed_n130_d64_gqa2",
+        (2, 4, 2, 130, 64),
         F16,
-        &["block-sparse:4"],
-        st(&[BlockSparse, BlockSparse]),
-    );
-    add(
-        "mixed_n200_d64_gqa2",
-        (2, 4, 2, 200, 64),
-        F32,
         &[
             "vertical-slash:40,60",
             "block-sparse:2",
@@ -236,8 +223,15 @@ pub fn default_cases() -> Vec<CaseSpec> {
         st(&[VerticalSlash, BlockSparse, AShape, Noise]),
     );
     add(
-        "mixed_n1000_d64_gqa4",
-        (1, 4, 1, 1000, 64),
+        "mixed_n1000_d64_gqa2",
+        (1, 2, 1, 1000, 64),
+        F16,
+        &["a-shape:16,256", "block-sparse:4"],
+        st(&[AShape, BlockSparse]),
+    );
+    add(
+        "mixed_n333_d64_gqa2",
+        (1, 4, 2, 333, 64),
         F16,
         &[
             "a-shape:8,128",
@@ -650,7 +644,7 @@ pub fn check_case(backend: &dyn Backend, case: &VectorCase) -> Result<CaseReport
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         let stol = tol + spec.dtype.eps() * 2.0 * stored.iter().fold(0.0f64, |a, x| a.max(x.abs()));
-        if !(e <= stol) {
+        if e.is_nan() || e > stol {
             problems.push(format!(
                 "output differs from the stored reference by {e:.3e} > {stol:.3e}"
             ));

@@ -9,68 +9,8 @@ use minference::index::{
 use minference::{AttnShape, DType, Pattern, BLOCK};
 use proptest::prelude::*;
 
-/// MInference's CUDA loop, ported literally (with its out-of-bounds read guarded: offsets
-/// are walked in descending order and only those below end_m are used, offset 0 added).
-fn minference_convert(m: usize, vertical: &[i32], slash_desc: &[i32]) -> (Vec<i32>, Vec<i32>) {
-    let bsz = BLOCK as i64;
-    let end_m = (m as i64 + 1) * bsz;
-    let mut slash: Vec<i64> = slash_desc
-        .iter()
-        .map(|&x| x as i64)
-        .filter(|&o| o < end_m)
-        .collect();
-    if !slash.contains(&0) {
-        slash.push(0);
-    }
-    slash.sort_unstable_by(|a, b| b.cmp(a));
-    let (mut blocks, mut cols) = (Vec::new(), Vec::new());
-    let save = |blocks: &mut Vec<i32>, s: i64, e: i64| {
-        let mut i = s;
-        while i < e {
-            blocks.push(i as i32);
-            i += bsz;
-        }
-    };
-    let (mut s, mut v) = (0usize, 0usize);
-    let mut v_idx: i64 = if vertical.is_empty() {
-        end_m + bsz
-    } else {
-        v += 1;
-        vertical[0] as i64
-    };
-    let mut s_idx = (end_m - slash[s]).max(bsz);
-    s += 1;
-    let (mut range_start, mut range_end) = (s_idx - bsz, s_idx);
-    loop {
-        if v_idx < range_end {
-            if v_idx < range_start {
-                cols.push(v_idx as i32);
-            }
-            if v < vertical.len() {
-                v_idx = vertical[v] as i64;
-                v += 1;
-            } else {
-                v_idx = end_m + bsz;
-            }
-        } else {
-            if s < slash.len() {
-                s_idx = (end_m - slash[s]).max(bsz);
-                s += 1;
-            } else {
-                save(&mut blocks, range_start, range_end);
-                break;
-            }
-            if s_idx > range_end + bsz {
-                save(&mut blocks, range_start, range_end);
-                range_start = s_idx - bsz;
-                range_end = s_idx;
-            } else if s_idx > range_end {
-                range_end += bsz;
-            }
-        }
-    }
-    (blocks, cols)
-}
+mod common;
+use common::independent::minference_convert;
 
 fn sorted_unique(max: usize, len: usize) -> impl Strategy<Value = Vec<i32>> {
     proptest::collection::btree_set(0..max as i32, 0..=len).prop_map(|s| s.into_iter().collect())

@@ -6,6 +6,7 @@ pub struct WgpuBackend;
 
 impl WgpuBackend {
     /// Open the backend.
+    #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Result<crate::cpu::CpuBackend> {
         Err(Error::Unavailable {
             backend: "wgpu",
