@@ -70,15 +70,12 @@ pub struct PatternCase {
 impl PatternCase {
     /// A family with scaled budgets.
     pub fn family(name: &str) -> Result<Self> {
-        let family = FAMILIES
-            .iter()
-            .find(|f| **f == name)
-            .ok_or_else(|| {
-                invalid(
-                    "--patterns",
-                    format!("`{name}` is not one of {}", FAMILIES.join(", ")),
-                )
-            })?;
+        let family = FAMILIES.iter().find(|f| **f == name).ok_or_else(|| {
+            invalid(
+                "--patterns",
+                format!("`{name}` is not one of {}", FAMILIES.join(", ")),
+            )
+        })?;
         Ok(Self {
             family,
             fixed: None,
@@ -429,7 +426,11 @@ pub struct Machine {
 impl Machine {
     /// Read what the host says about itself (Linux `/proc`; `unknown` elsewhere).
     pub fn detect() -> Self {
-        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
         let hostname = read("/proc/sys/kernel/hostname")
             .or_else(|| read("/etc/hostname"))
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -687,9 +688,7 @@ pub fn run_bench(cfg: &BenchConfig, progress: bool) -> Result<BenchReport> {
                     density: pairs as f64 / causal as f64,
                     useful_flops,
                     tflops: useful_flops / (time.median_ms * 1e-3) / 1e12,
-                    index_share: index_time
-                        .as_ref()
-                        .map(|t| t.median_ms / time.median_ms),
+                    index_share: index_time.as_ref().map(|t| t.median_ms / time.median_ms),
                     index_time,
                     time,
                     speedup_vs_dense: None,
@@ -742,7 +741,10 @@ fn fill_ratios(rows: &mut [BenchRow]) {
         r.speedup_vs_dense = snapshot
             .iter()
             .find(|d| {
-                d.backend == r.backend && d.spec == "dense" && d.dtype == r.dtype && same_shape(d, r)
+                d.backend == r.backend
+                    && d.spec == "dense"
+                    && d.dtype == r.dtype
+                    && same_shape(d, r)
             })
             .map(|d| d.time.median_ms / r.time.median_ms);
         let fastest = snapshot
@@ -757,7 +759,11 @@ fn fill_ratios(rows: &mut [BenchRow]) {
 /// q, k, v from a safetensors file, as `minference run` reads them.
 fn read_input(path: &Path) -> Result<(HostTensor, HostTensor, HostTensor)> {
     let f = StFile::read(path)?;
-    let (q, k, v) = (f.float("q")?.clone(), f.float("k")?.clone(), f.float("v")?.clone());
+    let (q, k, v) = (
+        f.float("q")?.clone(),
+        f.float("k")?.clone(),
+        f.float("v")?.clone(),
+    );
     AttnShape::from_dims(&q.dims, &k.dims, &v.dims)?;
     Ok((q, k, v))
 }
@@ -927,7 +933,8 @@ fn register_font() -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let path = find_font().ok_or_else(|| {
-            "no TrueType font found under /usr/share/fonts; set MINFERENCE_FONT=FILE.ttf".to_string()
+            "no TrueType font found under /usr/share/fonts; set MINFERENCE_FONT=FILE.ttf"
+                .to_string()
         })?;
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // plotters keeps fonts for the whole process: leak the bytes once.
@@ -1004,7 +1011,13 @@ pub fn plot(report: &BenchReport, path: &Path) -> Result<()> {
         .x_desc("sequence length N (tokens)")
         .y_desc("latency per layer (ms, median)")
         .x_label_formatter(&|x| format!("{}", x.round() as u64))
-        .y_label_formatter(&|y| if *y >= 1.0 { format!("{y:.0}") } else { sig(*y) })
+        .y_label_formatter(&|y| {
+            if *y >= 1.0 {
+                format!("{y:.0}")
+            } else {
+                sig(*y)
+            }
+        })
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .draw()
