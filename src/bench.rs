@@ -226,9 +226,12 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// Opened backends, in the order asked for.
+pub type Backends = Vec<Box<dyn Backend>>;
+
 /// Open `names` (default: every backend in [`BACKENDS`]); absent ones are returned as skipped.
 /// An error only for an unknown name, or when nothing opens.
-pub fn open_backends(names: Option<&[String]>) -> Result<(Vec<Box<dyn Backend>>, Vec<Skipped>)> {
+pub fn open_backends(names: Option<&[String]>) -> Result<(Backends, Vec<Skipped>)> {
     let names: Vec<String> = match names {
         Some(n) => n.to_vec(),
         None => BACKENDS.iter().map(|s| s.to_string()).collect(),
@@ -1148,6 +1151,13 @@ impl BenchArgs {
     /// then the JSON and the plot if asked for.
     pub fn run(&self) -> Result<()> {
         let cfg = self.config()?;
+        if cfg.input.is_some()
+            && (cfg.seq_lens.is_some() || cfg.heads.is_some() || cfg.head_dim.is_some())
+        {
+            eprintln!(
+                "note: --input sets the shape; --seq-lens, --heads and --head-dim are ignored"
+            );
+        }
         let report = run_bench(&cfg, true)?;
         println!("{}", report.header());
         println!("{}", report.table());
