@@ -527,11 +527,9 @@ pub fn index_pairs(ix: &HostIndex) -> u64 {
                 let bc = ix.block_count[at].max(0) as usize;
                 let cc = ix.column_count[at].max(0) as usize;
                 for &s in &ix.block_offset[at * m.nnz_s..at * m.nnz_s + bc] {
-                    let s = s.max(0) as usize;
-                    for i in r0..r1 {
-                        let end = (s + BLOCK).min(i + 1).min(n);
-                        total += end.saturating_sub(s) as u64;
-                    }
+                    // Row i (< N) sees clamp(i + 1 - s, 0, 64) columns of the chunk.
+                    let s = i64::from(s.max(0));
+                    total += clamped_sum(r0 as i64 + 1 - s, r1 as i64 - s);
                 }
                 for &c in &ix.column_index[at * m.nnz_v..at * m.nnz_v + cc] {
                     let c = c.max(0) as usize;
@@ -541,6 +539,25 @@ pub fn index_pairs(ix: &HostIndex) -> u64 {
         }
     }
     total
+}
+
+/// `sum of clamp(a, 0, BLOCK)` for `a` in `lo..=hi`, in closed form.
+fn clamped_sum(lo: i64, hi: i64) -> u64 {
+    let b = BLOCK as i64;
+    // Sum of clamp(a, 0, b) for all a <= x.
+    let upto = |x: i64| -> i64 {
+        if x <= 0 {
+            0
+        } else if x <= b {
+            x * (x + 1) / 2
+        } else {
+            b * (b + 1) / 2 + b * (x - b)
+        }
+    };
+    if hi < lo {
+        return 0;
+    }
+    (upto(hi) - upto(lo - 1)).max(0) as u64
 }
 
 /// Pairs of a token-level pattern (dense or A-shape) over all batches and heads: row `i`
@@ -576,7 +593,7 @@ pub fn run_bench(cfg: &BenchConfig, progress: bool) -> Result<BenchReport> {
     if cfg.reps == 0 {
         return Err(invalid("--reps", "need at least one timed run"));
     }
-    let (backends, skipped) = open_backends(cfg.backends.as_deref())?;
+    let (backends, mut skipped) = open_backends(cfg.backends.as_deref())?;
     if progress {
         for k in &skipped {
             eprintln!("skipped backend {}: {}", k.backend, k.reason);
@@ -613,10 +630,30 @@ pub fn run_bench(cfg: &BenchConfig, progress: bool) -> Result<BenchReport> {
                     .collect::<Result<_>>()?
             }
         };
-        for s in &shapes {
-            info.check(dtype, s.head_dim)?;
+        if let Some(e) = shapes
+            .iter()
+            .find_map(|s| info.check(dtype, s.head_dim).err())
+        {
+            if progress {
+                eprintln!("skipped backend {}: {e}", info.name);
+            }
+            skipped.push(Skipped {
+                backend: info.name.into(),
+                reason: e.to_string(),
+            });
+            continue;
         }
         plan.push((be, info, dtype, shapes));
+    }
+    if plan.is_empty() {
+        let why: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.backend, s.reason))
+            .collect();
+        return Err(invalid(
+            "--backend",
+            format!("no backend can run this benchmark ({})", why.join("; ")),
+        ));
     }
     let steps: usize = plan
         .iter()
