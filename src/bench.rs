@@ -934,8 +934,8 @@ const FONT_CANDIDATES: [&str; 6] = [
     "/System/Library/Fonts/Supplemental/Arial.ttf",
 ];
 
-/// Find a TrueType font: `$MINFERENCE_FONT`, a few usual paths, then any `.ttf` under the
-/// system font folders.
+/// Find a TrueType font: `$MINFERENCE_FONT`, a few usual paths, any `.ttf` under the system
+/// font folders, then matplotlib's DejaVu Sans under `/opt` and the library folders.
 fn find_font() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MINFERENCE_FONT") {
         return Some(PathBuf::from(p));
@@ -963,9 +963,40 @@ fn find_font() -> Option<PathBuf> {
             .filter(|p| p.is_dir())
             .find_map(|p| scan(p, depth - 1))
     }
+    /// A file called `name` under `dir` (real folders only), visiting at most `budget` folders.
+    fn find_named(dir: &Path, name: &str, depth: usize, budget: &mut usize) -> Option<PathBuf> {
+        if *budget == 0 {
+            return None;
+        }
+        *budget -= 1;
+        let mut dirs = Vec::new();
+        for e in std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()) {
+            let ft = e.file_type().ok()?;
+            if ft.is_file() && e.file_name() == name {
+                return Some(e.path());
+            }
+            if ft.is_dir() {
+                dirs.push(e.path());
+            }
+        }
+        if depth == 0 {
+            return None;
+        }
+        dirs.sort();
+        dirs.iter()
+            .find_map(|d| find_named(d, name, depth - 1, budget))
+    }
     ["/usr/share/fonts", "/usr/local/share/fonts"]
         .iter()
         .find_map(|d| scan(Path::new(d), 4))
+        .or_else(|| {
+            // Machines without system fonts often have matplotlib's copy of DejaVu Sans
+            // (`.../site-packages/matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf`).
+            let mut budget = 50_000;
+            ["/opt", "/usr/lib", "/usr/local/lib", "/root/.local/lib"]
+                .iter()
+                .find_map(|d| find_named(Path::new(d), "DejaVuSans.ttf", 10, &mut budget))
+        })
 }
 
 /// Register a system font for plotters' text (once per process).
@@ -973,7 +1004,7 @@ fn register_font() -> Result<()> {
     static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let path = find_font().ok_or_else(|| {
-            "no TrueType font found under /usr/share/fonts; set MINFERENCE_FONT=FILE.ttf"
+            "no TrueType font found (system font folders, matplotlib); set MINFERENCE_FONT=FILE.ttf"
                 .to_string()
         })?;
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
