@@ -8,6 +8,8 @@
 //! defines each pattern and its index building once ([`pattern`], [`index`]), holds them
 //! with a float64 reference ([`reference`]), and runs them on any [`Backend`]: the CPU
 //! ([`CpuBackend`]), WGSL on wgpu (feature `wgpu`) and CUDA on cudarc (feature `cuda`).
+//! [`bench`] times every pattern on every available backend in useful TFLOP/s
+//! (`minference bench`).
 //!
 //! ```
 //! use minference::{run_layer, Backend, CpuBackend, DType, HostTensor, Pattern};
@@ -28,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod error;
 pub mod generate;

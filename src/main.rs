@@ -1,4 +1,4 @@
-//! The `minference` command-line program: `demo`, `run`, `check`, `gen-vectors`.
+//! The `minference` command-line program: `demo`, `run`, `check`, `bench`, `gen-vectors`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -78,6 +78,8 @@ enum Cmd {
         #[arg(long, default_value = "tests/vectors")]
         vectors: PathBuf,
     },
+    /// Time every pattern on every available backend over sequence lengths.
+    Bench(minference::bench::BenchArgs),
     /// Regenerate the shared test vectors with the float64 reference.
     GenVectors {
         /// Output folder.
@@ -128,6 +130,7 @@ fn main() {
         ),
         Cmd::Check { backend, vectors } => check(&backend, &vectors),
         Cmd::GenVectors { out } => gen_vectors(&out),
+        Cmd::Bench(args) => args.run().map_err(Into::into),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
