@@ -75,8 +75,13 @@ use std::sync::Arc;
 /// MInference's A-shape default: 1024 sink tokens and a 4096-token local window.
 pub const A_SHAPE_DEFAULT: (usize, usize) = (1024, 4096);
 /// MInference's vertical-slash defaults `(vertical, slash)`; their ratios are kept.
-pub const VERTICAL_SLASH_DEFAULTS: [(usize, usize); 5] =
-    [(30, 2048), (100, 1800), (500, 1500), (3000, 200), (1000, 6096)];
+pub const VERTICAL_SLASH_DEFAULTS: [(usize, usize); 5] = [
+    (30, 2048),
+    (100, 1800),
+    (500, 1500),
+    (3000, 200),
+    (1000, 6096),
+];
 /// MInference's block-sparse default top-k.
 pub const BLOCK_SPARSE_DEFAULT: usize = 100;
 /// Metadata key of a capture listing each query head's generated kind (`gen-capture`).
@@ -116,10 +121,7 @@ impl SearchOptions {
             ));
         }
         if !(self.tie >= 0.0 && self.tie.is_finite()) {
-            return Err(invalid(
-                "--tie",
-                format!("must be >= 0, got {}", self.tie),
-            ));
+            return Err(invalid("--tie", format!("must be >= 0, got {}", self.tie)));
         }
         Ok(())
     }
@@ -264,7 +266,11 @@ impl Capture {
                     .get(HEAD_KINDS_KEY)
                     .map(|s| s.split(',').map(str::to_string).collect::<Vec<_>>());
             }
-            triples.push((f.float("q")?.clone(), f.float("k")?.clone(), f.float("v")?.clone()));
+            triples.push((
+                f.float("q")?.clone(),
+                f.float("k")?.clone(),
+                f.float("v")?.clone(),
+            ));
         }
         let mut c = Self::from_tensors(triples)?;
         c.head_kinds = kinds.filter(|k| k.len() == c.layers[0].shape.q_heads);
@@ -328,7 +334,12 @@ pub fn index_head_pairs(index: &HostIndex, b: usize, h: usize) -> u64 {
             let at = (b * m.shape.q_heads + h) * m.rows + row;
             let bc = index.block_count[at].max(0) as usize;
             let cc = index.column_count[at].max(0) as usize;
-            row_block_pairs(&index.block_offset[at * m.nnz_s..at * m.nnz_s + bc], cc, row, n)
+            row_block_pairs(
+                &index.block_offset[at * m.nnz_s..at * m.nnz_s + bc],
+                cc,
+                row,
+                n,
+            )
         })
         .sum()
 }
@@ -605,7 +616,10 @@ fn index_cost_rank(p: &Pattern) -> u8 {
 /// The winner among scored candidates (see the module docs): the best recall, unless a
 /// candidate within `tie` of it has a cheaper online index.
 pub fn choose(scores: &[HeadScore], tie: f64) -> Option<&HeadScore> {
-    let best = scores.iter().map(|s| s.recall).fold(f64::NEG_INFINITY, f64::max);
+    let best = scores
+        .iter()
+        .map(|s| s.recall)
+        .fold(f64::NEG_INFINITY, f64::max);
     scores
         .iter()
         .filter(|s| s.recall >= best - tie)
@@ -721,12 +735,23 @@ impl SearchReport {
     pub fn table(&self) -> String {
         let mut s = format!(
             "{:>5} {:>4} {:>15} {:<28} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8}\n",
-            "layer", "head", "generated", "chosen", "density", "recall", "rel err", "a-shape",
-            "v-slash", "b-sparse"
+            "layer",
+            "head",
+            "generated",
+            "chosen",
+            "density",
+            "recall",
+            "rel err",
+            "a-shape",
+            "v-slash",
+            "b-sparse"
         );
         for (l, heads) in self.layers.iter().enumerate() {
             for (h, r) in heads.iter().enumerate() {
-                let fam = |f: &str| r.best_of(f).map_or("-".into(), |c| format!("{:.4}", c.recall));
+                let fam = |f: &str| {
+                    r.best_of(f)
+                        .map_or("-".into(), |c| format!("{:.4}", c.recall))
+                };
                 s += &format!(
                     "{:>5} {:>4} {:>15} {:<28} {:>8.4} {:>8.4} {:>9.3e} | {:>8} {:>8} {:>8}\n",
                     l,
@@ -877,12 +902,12 @@ pub fn parse_kind(s: &str) -> Result<HeadKind> {
         "vertical-slash" => HeadKind::VerticalSlash,
         "block-sparse" => HeadKind::BlockSparse,
         "noise" => HeadKind::Noise,
-        other => {
-            return Err(invalid(
-                "--kinds",
-                format!("unknown head kind `{other}` (want a-shape, vertical-slash, block-sparse, noise)"),
-            ))
-        }
+        other => return Err(invalid(
+            "--kinds",
+            format!(
+                "unknown head kind `{other}` (want a-shape, vertical-slash, block-sparse, noise)"
+            ),
+        )),
     })
 }
 

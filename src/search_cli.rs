@@ -192,7 +192,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         a.sample_rows
     );
     if let Some(p) = &a.json {
-        write_atomic(p, &serde_json::to_string_pretty(&search::eval_json(&layers))?)?;
+        write_atomic(
+            p,
+            &serde_json::to_string_pretty(&search::eval_json(&layers))?,
+        )?;
         eprintln!("wrote {}", p.display());
     }
     eprintln!("eval took {:.1} s", t0.elapsed().as_secs_f64());
