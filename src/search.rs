@@ -49,9 +49,10 @@
 //! use minference::DType;
 //!
 //! let kinds = [HeadKind::BlockSparse];
-//! let (q, k, v) = structured_qkv(1, 1, 1024, 64, &kinds, DType::F32, 1)?;
+//! let (q, k, v) = structured_qkv(1, 1, 2048, 64, &kinds, DType::F32, 1)?;
 //! let capture = Capture::from_tensors(vec![(q, k, v)])?;
-//! let report = search(&capture, &SearchOptions::default(), &|_, _| {})?;
+//! let options = SearchOptions { budget: 0.15, ..SearchOptions::default() };
+//! let report = search(&capture, &options, &|_, _| {})?;
 //! assert_eq!(report.layers[0][0].chosen.pattern.family(), "block-sparse");
 //! let json = report.to_minference_json(); // what `run --config` reads
 //! assert!(json[0]["0"][0] == "block_sparse");
@@ -902,12 +903,14 @@ pub fn parse_kind(s: &str) -> Result<HeadKind> {
         "vertical-slash" => HeadKind::VerticalSlash,
         "block-sparse" => HeadKind::BlockSparse,
         "noise" => HeadKind::Noise,
-        other => return Err(invalid(
-            "--kinds",
-            format!(
+        other => {
+            return Err(invalid(
+                "--kinds",
+                format!(
                 "unknown head kind `{other}` (want a-shape, vertical-slash, block-sparse, noise)"
             ),
-        )),
+            ))
+        }
     })
 }
 

@@ -81,8 +81,11 @@ fn candidates_cost_about_the_budget() {
         let scores = score_patterns(std::slice::from_ref(&head), &cands, &[n - 1]).unwrap();
         for s in &scores {
             println!("budget {budget}: {} density {:.4}", s.pattern, s.density);
+            // Within the budget, and short of it by at most one 64-key block per row
+            // (block-sparse's step; 128 / N of the causal pairs).
+            let step = 2.0 * 64.0 / n as f64;
             assert!(
-                s.density <= budget + 1e-9 && s.density >= 0.8 * budget,
+                s.density <= budget + 1e-9 && s.density >= budget - step,
                 "{} has density {} at budget {budget}",
                 s.pattern,
                 s.density
@@ -155,7 +158,13 @@ fn structured_heads_are_recognised() {
     let kinds: Vec<HeadKind> = (0..6).map(|h| HeadKind::CYCLE[h % 3]).collect();
     let (q, k, v) = structured_qkv(1, 3, 2048, 64, &kinds, DType::F16, 2024).unwrap();
     let capture = Capture::from_tensors(vec![(q, k, v)]).unwrap();
-    let report = search(&capture, &SearchOptions::default(), &|_, _| {}).unwrap();
+    // At N = 2048 the default budget (0.1) is below the cheapest vertical-slash (its 30
+    // forced columns and 100 forced offsets); 0.15 leaves every family room.
+    let options = SearchOptions {
+        budget: 0.15,
+        ..SearchOptions::default()
+    };
+    let report = search(&capture, &options, &|_, _| {}).unwrap();
     println!("{}", report.table());
     for (h, r) in report.layers[0].iter().enumerate() {
         let want = minference::search::kind_family(kinds[h]);
