@@ -457,14 +457,14 @@ pub struct HeadScore {
 /// What the kernel attends for one candidate of one head.
 enum Keys {
     Window(Pattern),
-    Index(HostIndex),
+    Index(Box<HostIndex>),
 }
 
 impl Keys {
     fn build(head: &HeadData, pattern: Pattern) -> Result<Self> {
         Ok(if pattern.uses_index() {
             let shape = AttnShape::new(1, 1, 1, head.n, head.d)?;
-            Keys::Index(build_index(&shape, &head.q, &head.k, &[pattern])?)
+            Keys::Index(Box::new(build_index(&shape, &head.q, &head.k, &[pattern])?))
         } else {
             Keys::Window(pattern)
         })
