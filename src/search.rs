@@ -41,7 +41,10 @@
 //! The candidate with the highest recall wins, except that a candidate whose recall is
 //! within [`SearchOptions::tie`] of the best and whose online index is cheaper wins over it
 //! (A-shape needs no index, block-sparse a mean pool, vertical-slash a softmax of the last
-//! 64 queries against all keys).
+//! 64 queries against all keys). A candidate whose density is more than [`OVER_BUDGET`]
+//! times the budget (at short N, vertical-slash's forced 30 columns and 100 offsets alone
+//! can cost more; batches other than the calibrated one can differ) competes only when no
+//! candidate is within it.
 //!
 //! ```
 //! use minference::generate::{structured_qkv, HeadKind};
@@ -614,15 +617,24 @@ fn index_cost_rank(p: &Pattern) -> u8 {
     }
 }
 
-/// The winner among scored candidates (see the module docs): the best recall, unless a
-/// candidate within `tie` of it has a cheaper online index.
-pub fn choose(scores: &[HeadScore], tie: f64) -> Option<&HeadScore> {
-    let best = scores
+/// Candidates more than this factor over the budget compete only when none is within it.
+pub const OVER_BUDGET: f64 = 1.1;
+
+/// The winner among scored candidates (see the module docs): among those within the budget
+/// (density at most [`OVER_BUDGET`] times `budget`; all, when none is), the best recall,
+/// unless a candidate within `tie` of it has a cheaper online index.
+pub fn choose(scores: &[HeadScore], tie: f64, budget: f64) -> Option<&HeadScore> {
+    let within = |s: &&HeadScore| s.density <= OVER_BUDGET * budget;
+    let pool: Vec<&HeadScore> = if scores.iter().any(|s| within(&s)) {
+        scores.iter().filter(within).collect()
+    } else {
+        scores.iter().collect()
+    };
+    let best = pool
         .iter()
         .map(|s| s.recall)
         .fold(f64::NEG_INFINITY, f64::max);
-    scores
-        .iter()
+    pool.into_iter()
         .filter(|s| s.recall >= best - tie)
         .min_by(|a, b| {
             index_cost_rank(&a.pattern)
@@ -681,7 +693,7 @@ pub fn search(
             let cands = candidates(&batches[0], options.budget);
             let rows = sample_rows(layer.shape.seq_len, options.sample_rows);
             let scores = score_patterns(&batches, &cands, &rows)?;
-            let chosen = choose(&scores, options.tie)
+            let chosen = choose(&scores, options.tie, options.budget)
                 .cloned()
                 .ok_or_else(|| invalid("candidates", "no candidate scored"))?;
             on_head(l, h);
