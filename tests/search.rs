@@ -6,8 +6,8 @@ use minference::generate::{random_qkv, structured_qkv, HeadKind};
 use minference::index::build_index;
 use minference::io::StFile;
 use minference::search::{
-    candidates, index_head_pairs, sample_rows, score_patterns, search, Capture, HeadData,
-    SearchOptions,
+    candidates, choose, index_head_pairs, sample_rows, score_patterns, search, Capture, HeadData,
+    HeadScore, SearchOptions,
 };
 use minference::{reference, AttnShape, DType, LayerConfig, Pattern};
 use std::process::{Command, Output};
@@ -356,4 +356,38 @@ fn bad_options_are_clear_errors() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn choice_prefers_cheaper_index_within_tie_and_respects_the_budget() {
+    let sc = |p: &str, density: f64, recall: f64| HeadScore {
+        pattern: p.parse().unwrap(),
+        density,
+        recall,
+        rel_err: 0.0,
+        err_sq: 0.0,
+        norm_sq: 1.0,
+    };
+    let scores = [
+        sc("a-shape:10,40", 0.1, 0.950),
+        sc("vertical-slash:30,50", 0.1, 0.955),
+        sc("block-sparse:3", 0.1, 0.940),
+    ];
+    let pick = |tie: f64, budget: f64| choose(&scores, tie, budget).unwrap().pattern.to_string();
+    assert_eq!(pick(0.0, 0.1), "vertical-slash:30,50");
+    assert_eq!(pick(0.01, 0.1), "a-shape:10,40");
+    assert_eq!(pick(0.02, 0.1), "a-shape:10,40");
+    let over = [
+        sc("vertical-slash:30,50", 0.5, 1.0),
+        sc("a-shape:1,4", 0.1, 0.3),
+    ];
+    assert_eq!(
+        choose(&over, 0.0, 0.1).unwrap().pattern.to_string(),
+        "a-shape:1,4"
+    );
+    assert_eq!(
+        choose(&over, 0.0, 0.5).unwrap().pattern.to_string(),
+        "vertical-slash:30,50"
+    );
+    assert!(choose(&[], 0.0, 0.1).is_none());
 }
