@@ -55,9 +55,15 @@ impl HeadKind {
 
 /// Structured q, k, v. Query head `h` has kind `kinds[h]`; k and v are shared per kv head.
 ///
-/// Layout of the head dimension (D >= 32): dim 0 is the sink/heavy-column feature, dims
-/// `1..9` four positional frequency pairs, dims `9..17` eight block-cluster one-hots, the
-/// rest Gaussian noise. Logits stay within about +-12 so f16 storage is safe.
+/// Layout of the head dimension (D >= 32): dim 0 is the sink feature (the first 4 tokens),
+/// dims `1..9` four positional frequency pairs, dims `9..17` eight block-cluster one-hots,
+/// dim 17 the heavy-column feature (6 random key columns per kv head), dims `18..30` six
+/// local-window frequency pairs, the rest Gaussian noise. A-shape heads weight the sinks and
+/// the local-window pairs, whose periods are incommensurate so that their sum peaks only at
+/// offset 0 (no second band within 32K tokens: the sum of the six cosines stays below 3.6
+/// of 6 for offsets 350..32768); vertical-slash heads weight the sinks, the heavy columns
+/// and the period-97 pair (diagonals). Window logits peak at 12 (sinks add 9), so f16
+/// storage of q and k is safe.
 pub fn structured_qkv(
     b: usize,
     hkv: usize,
@@ -85,6 +91,13 @@ pub fn structured_qkv(
     const POS: usize = 1;
     const CL: usize = 9;
     const CLUSTERS: usize = 8;
+    const HEAVY: usize = CL + CLUSTERS;
+    const LOCAL: usize = HEAVY + 1;
+    // Local-window pairs for A-shape heads: incommensurate periods (see the doc comment),
+    // each with amplitude LOCAL_AMP, so the window peaks at 6 * LOCAL_AMP = 12 with a
+    // Gaussian-like width of about 80 tokens.
+    const LOCAL_PERIODS: [f64; 6] = [937.0, 1787.0, 2461.0, 2628.0, 3117.0, 3711.0];
+    const LOCAL_AMP: f64 = 2.0;
     let sqrt_d = (d as f64).sqrt();
     // Periods of the positional pairs: local window ones, and one short period for slashes.
     let periods = [97.0, 1024.0, 2048.0, 4096.0];
@@ -102,17 +115,19 @@ pub fn structured_qkv(
                 for x in kr.iter_mut() {
                     *x = 0.3 * Distribution::<f64>::sample(&normal, &mut rng);
                 }
-                kr[0] = if j < 4 || heavy.contains(&j) {
-                    1.0
-                } else {
-                    0.0
-                };
+                kr[0] = if j < 4 { 1.0 } else { 0.0 };
+                kr[HEAVY] = if heavy.contains(&j) { 1.0 } else { 0.0 };
                 for (f, p) in periods.iter().enumerate() {
                     let w = 2.0 * std::f64::consts::PI * j as f64 / p;
                     kr[POS + 2 * f] = w.cos();
                     kr[POS + 2 * f + 1] = w.sin();
                 }
                 kr[CL + cluster[j / 64]] = 1.0;
+                for (f, p) in LOCAL_PERIODS.iter().enumerate() {
+                    let w = 2.0 * std::f64::consts::PI * j as f64 / p;
+                    kr[LOCAL + 2 * f] = w.cos();
+                    kr[LOCAL + 2 * f + 1] = w.sin();
+                }
                 for x in v[base + j * d..base + (j + 1) * d].iter_mut() {
                     *x = Distribution::<f64>::sample(&normal, &mut rng);
                 }
@@ -120,11 +135,11 @@ pub fn structured_qkv(
             for h in (0..hq).filter(|h| h * hkv / hq == g) {
                 let qbase = (bi * hq + h) * n * d;
                 // Logit weights (before the 1/sqrt(D) scale) per feature group.
-                let (sink, pos, slash, cl) = match kinds[h] {
-                    HeadKind::AShape => (9.0, [0.0, 2.5, 2.5, 2.5], 0.0, 0.0),
-                    HeadKind::VerticalSlash => (8.0, [0.0, 0.0, 0.0, 0.0], 7.0, 0.0),
-                    HeadKind::BlockSparse => (1.0, [0.0, 0.5, 0.0, 0.0], 0.0, 9.0),
-                    HeadKind::Noise => (0.5, [0.0, 0.0, 0.0, 0.0], 0.0, 0.0),
+                let (sink, heavy_w, pos, slash, cl, local) = match kinds[h] {
+                    HeadKind::AShape => (9.0, 0.0, [0.0; 4], 0.0, 0.0, LOCAL_AMP),
+                    HeadKind::VerticalSlash => (8.0, 8.0, [0.0; 4], 7.0, 0.0, 0.0),
+                    HeadKind::BlockSparse => (1.0, 1.0, [0.0, 0.5, 0.0, 0.0], 0.0, 9.0, 0.0),
+                    HeadKind::Noise => (0.5, 0.5, [0.0; 4], 0.0, 0.0, 0.0),
                 };
                 for i in 0..n {
                     let qr = &mut q[qbase + i * d..qbase + (i + 1) * d];
@@ -132,6 +147,7 @@ pub fn structured_qkv(
                         *x = 0.3 * Distribution::<f64>::sample(&normal, &mut rng);
                     }
                     qr[0] = sink * sqrt_d;
+                    qr[HEAVY] = heavy_w * sqrt_d;
                     for (f, p) in periods.iter().enumerate() {
                         let amp = if f == 0 { slash } else { pos[f] };
                         let w = 2.0 * std::f64::consts::PI * i as f64 / p;
@@ -139,6 +155,13 @@ pub fn structured_qkv(
                         qr[POS + 2 * f + 1] = amp * sqrt_d * w.sin();
                     }
                     qr[CL + cluster[i / 64]] = cl * sqrt_d;
+                    if local > 0.0 {
+                        for (f, p) in LOCAL_PERIODS.iter().enumerate() {
+                            let w = 2.0 * std::f64::consts::PI * i as f64 / p;
+                            qr[LOCAL + 2 * f] = local * sqrt_d * w.cos();
+                            qr[LOCAL + 2 * f + 1] = local * sqrt_d * w.sin();
+                        }
+                    }
                 }
             }
         }

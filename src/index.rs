@@ -181,7 +181,21 @@ pub fn vertical_slash_select(
     vertical: usize,
     slash: usize,
 ) -> (Vec<i32>, Vec<i32>) {
-    let (mut vs, mut ss) = vertical_slash_scores(q, k, n, d, scale);
+    let (vs, ss) = vertical_slash_scores(q, k, n, d, scale);
+    vertical_slash_select_from_scores(vs, ss, vertical, slash)
+}
+
+/// The selection step of [`vertical_slash_select`] on scores already computed by
+/// [`vertical_slash_scores`] (`N` = their length): force the sink columns and the local
+/// offsets, then keep the top `nv` columns and `ns` offsets. Lets a caller try many budgets
+/// on one head without recomputing the scores.
+pub fn vertical_slash_select_from_scores(
+    mut vs: Vec<f64>,
+    mut ss: Vec<f64>,
+    vertical: usize,
+    slash: usize,
+) -> (Vec<i32>, Vec<i32>) {
+    let n = vs.len();
     vs.iter_mut()
         .take(FORCED_COLUMNS)
         .for_each(|x| *x = f64::INFINITY);

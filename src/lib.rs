@@ -39,6 +39,7 @@ pub mod io;
 pub mod pattern;
 pub mod reference;
 pub mod registry;
+pub mod search;
 pub mod tensor;
 pub mod vectors;
 

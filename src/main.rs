@@ -1,4 +1,5 @@
-//! The `minference` command-line program: `demo`, `run`, `check`, `bench`, `gen-vectors`.
+//! The `minference` command-line program: `demo`, `run`, `check`, `bench`, `gen-vectors`,
+//! `gen-capture`, `search`, `eval`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -10,6 +11,8 @@ use minference::vectors::{check_case, list_cases, VectorCase};
 use minference::{reference, AttnShape, Backend, DType, LayerConfig, Pattern};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+mod search_cli;
 
 #[derive(Parser)]
 #[command(
@@ -86,6 +89,12 @@ enum Cmd {
         #[arg(long, default_value = "tests/vectors")]
         out: PathBuf,
     },
+    /// Write a capture (q, k, v) from the structured generator, for `search` and `eval`.
+    GenCapture(search_cli::GenCaptureArgs),
+    /// Search each head's best pattern at equal kernel cost; write a MInference config.
+    Search(search_cli::SearchArgs),
+    /// Density, recall and output error of a config against dense attention.
+    Eval(search_cli::EvalArgs),
 }
 
 fn open_backend(name: &str) -> Result<Box<dyn Backend>> {
@@ -131,6 +140,9 @@ fn main() {
         Cmd::Check { backend, vectors } => check(&backend, &vectors),
         Cmd::GenVectors { out } => gen_vectors(&out),
         Cmd::Bench(args) => args.run().map_err(Into::into),
+        Cmd::GenCapture(a) => search_cli::gen_capture(a),
+        Cmd::Search(a) => search_cli::search(a),
+        Cmd::Eval(a) => search_cli::eval(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
