@@ -6,7 +6,7 @@
 //! local window), **Vertical-Slash** (a few key columns and diagonals, found online from the
 //! last 64 queries) and **Block-Sparse** (top-k 64x64 blocks from pooled q and k). This crate
 //! defines each pattern and its index building once ([`pattern`], [`index`]), holds them
-//! with a float64 reference ([`reference`]), and runs them on any [`Backend`]: the CPU
+//! with a float64 reference ([`reference`](crate::reference)), and runs them on any [`Backend`]: the CPU
 //! ([`CpuBackend`]), WGSL on wgpu (feature `wgpu`) and CUDA on cudarc (feature `cuda`).
 //! [`bench`] times every pattern on every available backend in useful TFLOP/s
 //! (`minference bench`).

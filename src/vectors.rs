@@ -5,7 +5,7 @@
 //! float64 output `o` (stored in the inputs' dtype), and for layers with vertical-slash or
 //! block-sparse heads the raw selections and the kernel index under MInference's names.
 //! Metadata records the generator, the seed, the shape and the per-head patterns, so
-//! `minference gen-vectors` regenerates them bit for bit.
+//! `minference gen-vectors` regenerates the same tensors (the header's metadata order may differ).
 
 use crate::backend::{run_layer_into, Backend};
 use crate::error::{invalid, Error, Result};
