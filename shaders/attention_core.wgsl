@@ -1,0 +1,161 @@
+// The FlashAttention-style core shared by the dense, A-shape and sparse kernels.
+//
+// One workgroup owns BLOCK_M = 64 query rows of one (batch, query head); invocation `lid`
+// owns row `row0 + lid` (its q row and f32 accumulator live in private memory). Keys are
+// visited in tiles of BLOCK_N: the workgroup loads a tile's K and V rows into workgroup
+// memory, then every row scores the tile, masks it, and folds it in with the online softmax
+// (running max `m_i`, running sum `l_i`, rescaled accumulator). Which keys a tile holds is
+// the caller's policy: a contiguous range (`visit_range`) or a list of columns
+// (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
+// (`j < window_sink` or `i - j < window_local`); dense and sparse use an open window.
+
+struct AttentionParams {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    seq_len: u32,
+    head_dim: u32,
+    nnz_s: u32,      // width of block_offset (sparse only)
+    nnz_v: u32,      // width of column_index (sparse only)
+    scale_log2: f32, // softmax scale * LOG2E: scores are kept in base 2
+}
+
+@group(0) @binding(0) var<uniform> params: AttentionParams;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>; // [B, Hq, N, D]
+
+const BLOCK_M: u32 = 64u;
+const BLOCK_N: u32 = 16u;
+
+var<workgroup> tile_keys: array<i32, BLOCK_N>;              // key index per slot, -1 empty
+var<workgroup> k_tile: array<f32, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D]
+var<workgroup> v_tile: array<f32, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D]
+
+var<private> q_row: array<f32, MAX_HEAD_DIM>;
+var<private> acc: array<f32, MAX_HEAD_DIM>;
+var<private> m_i: f32;
+var<private> l_i: f32;
+var<private> row: u32;        // this invocation's query row
+var<private> row_valid: bool; // row < N
+var<private> kv_base: u32;    // element offset of key 0 of this head's kv head
+var<private> window_sink: u32;
+var<private> window_local: u32;
+
+/// Set up this invocation's row: load q, clear the accumulator.
+fn load_q_tile(bh: u32, row0: u32, lid: u32) {
+    let n = params.seq_len;
+    let d = params.head_dim;
+    let b = bh / params.q_heads;
+    let h = bh % params.q_heads;
+    let kvh = h / (params.q_heads / params.kv_heads);
+    kv_base = (b * params.kv_heads + kvh) * n * d;
+    row = row0 + lid;
+    row_valid = row < n;
+    m_i = -positive_infinity();
+    l_i = 0.0;
+    let q_base = (bh * n + min(row, n - 1u)) * d;
+    for (var c = 0u; c < d; c++) {
+        q_row[c] = load_q(q_base + c) * params.scale_log2;
+        acc[c] = 0.0;
+    }
+    window_sink = n;
+    window_local = n + 1u;
+}
+
+/// Load the K and V rows of the keys in `tile_keys` into workgroup memory.
+fn load_kv_tile(lid: u32) {
+    let d = params.head_dim;
+    for (var e = lid; e < BLOCK_N * d; e += BLOCK_M) {
+        let s = e / d;
+        let c = e % d;
+        let key = tile_keys[s];
+        if key >= 0 {
+            let at = kv_base + u32(key) * d + c;
+            k_tile[s * MAX_HEAD_DIM + c] = load_k(at);
+            v_tile[s * MAX_HEAD_DIM + c] = load_v(at);
+        }
+    }
+}
+
+fn visible(key: i32) -> bool {
+    if key < 0 || !row_valid {
+        return false;
+    }
+    let j = u32(key);
+    return j <= row && (j < window_sink || row - j < window_local);
+}
+
+/// Scores of the tile, causal/window mask, online softmax, and P @ V for this row.
+fn online_softmax_tile() {
+    let d = params.head_dim;
+    var scores: array<f32, BLOCK_N>;
+    var tile_max = -positive_infinity();
+    for (var s = 0u; s < BLOCK_N; s++) {
+        var x = -positive_infinity();
+        if visible(tile_keys[s]) {
+            var qk = 0.0;
+            for (var c = 0u; c < d; c++) {
+                qk += q_row[c] * k_tile[s * MAX_HEAD_DIM + c];
+            }
+            x = qk;
+        }
+        scores[s] = x;
+        tile_max = max(tile_max, x);
+    }
+    if tile_max == -positive_infinity() {
+        return; // nothing visible in this tile for this row
+    }
+    let m_new = max(m_i, tile_max);
+    let correction = exp2(m_i - m_new);
+    m_i = m_new;
+    l_i *= correction;
+    for (var c = 0u; c < d; c++) {
+        acc[c] *= correction;
+    }
+    for (var s = 0u; s < BLOCK_N; s++) {
+        if scores[s] == -positive_infinity() {
+            continue;
+        }
+        let p = exp2(scores[s] - m_new);
+        l_i += p;
+        for (var c = 0u; c < d; c++) {
+            acc[c] += p * v_tile[s * MAX_HEAD_DIM + c];
+        }
+    }
+}
+
+/// Visit keys `[lo, hi)` (workgroup-uniform bounds) in tiles of BLOCK_N.
+fn visit_range(lo: u32, hi: u32, lid: u32) {
+    for (var t = lo; t < hi; t += BLOCK_N) {
+        workgroupBarrier();
+        if lid < BLOCK_N {
+            let key = t + lid;
+            tile_keys[lid] = select(-1, i32(key), key < hi);
+        }
+        workgroupBarrier();
+        load_kv_tile(lid);
+        workgroupBarrier();
+        online_softmax_tile();
+    }
+}
+
+/// Write this row's normalised output (f32 words or packed f16 pairs).
+fn store_o(bh: u32) {
+    if !row_valid {
+        return;
+    }
+    let d = params.head_dim;
+    let base = (bh * params.seq_len + row) * d;
+    var inv = 0.0;
+    if l_i > 0.0 {
+        inv = 1.0 / l_i;
+    }
+    if storage_f16 {
+        for (var c = 0u; c < d; c += 2u) {
+            out[(base + c) >> 1u] = pack2x16float(vec2<f32>(acc[c] * inv, acc[c + 1u] * inv));
+        }
+    } else {
+        for (var c = 0u; c < d; c++) {
+            out[base + c] = bitcast<u32>(acc[c] * inv);
+        }
+    }
+}

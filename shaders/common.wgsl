@@ -1,0 +1,45 @@
+// Shared by every kernel that reads q, k, v: storage access in f32 or packed f16.
+//
+// Tensors are bound as `array<u32>`: an f32 element is one word (bitcast), an f16 element
+// is half a word (two per u32, element 2w in the low half), so f16 storage needs no
+// SHADER_F16 feature. Arithmetic is f32 everywhere.
+
+@group(0) @binding(1) var<storage, read> q: array<u32>; // [B, Hq, N, D]
+@group(0) @binding(2) var<storage, read> k: array<u32>; // [B, Hkv, N, D]
+@group(0) @binding(3) var<storage, read> v: array<u32>; // [B, Hkv, N, D]
+
+const LOG2E: f32 = 1.4426950408889634;
+/// Largest head dim: sizes the private and workgroup arrays.
+const MAX_HEAD_DIM: u32 = 128u;
+
+/// Set by each entry point: true for the `_f16` entries.
+var<private> storage_f16: bool;
+
+fn unpack_elem(word: u32, i: u32) -> f32 {
+    return unpack2x16float(word)[i & 1u];
+}
+
+fn load_q(i: u32) -> f32 {
+    if storage_f16 {
+        return unpack_elem(q[i >> 1u], i);
+    }
+    return bitcast<f32>(q[i]);
+}
+
+fn load_k(i: u32) -> f32 {
+    if storage_f16 {
+        return unpack_elem(k[i >> 1u], i);
+    }
+    return bitcast<f32>(k[i]);
+}
+
+fn load_v(i: u32) -> f32 {
+    if storage_f16 {
+        return unpack_elem(v[i >> 1u], i);
+    }
+    return bitcast<f32>(v[i]);
+}
+
+fn positive_infinity() -> f32 {
+    return bitcast<f32>(0x7f800000u);
+}
