@@ -4,15 +4,10 @@
 
 @group(0) @binding(5) var<storage, read> windows: array<vec2<i32>>; // [Hq]: (sink, local), sink -1 = not this kernel's head
 
-var<workgroup> head_window: vec2<i32>;
-
 fn a_shape_attention(wid: vec3<u32>, lid: u32) {
     let bh = wid.y;
     let row0 = wid.x * BLOCK_M;
-    if lid == 0u {
-        head_window = windows[bh % params.q_heads];
-    }
-    let w = workgroupUniformLoad(&head_window);
+    let w = windows[bh % params.q_heads];
     if w.x < 0 {
         return;
     }
@@ -24,12 +19,12 @@ fn a_shape_attention(wid: vec3<u32>, lid: u32) {
     let row_end = min(params.seq_len, row0 + BLOCK_M);
     // The sink keys, then the window keys of the tile's rows that the sink did not cover.
     let sink_end = min(sink, row_end);
-    visit_range(0u, sink_end, lid);
+    visit_range(0u, sink_end);
     var window_lo = 0u;
     if row0 + 1u > local {
         window_lo = row0 + 1u - local;
     }
-    visit_range(max(window_lo, sink_end), row_end, lid);
+    visit_range(max(window_lo, sink_end), row_end);
     store_o(bh);
 }
 
@@ -43,4 +38,10 @@ fn a_shape_attention_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 fn a_shape_attention_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     storage_f16 = true;
     a_shape_attention(wid, lid);
+}
+
+/// Key in slot `s` of the current range tile, or -1.
+fn tile_key(s: u32) -> i32 {
+    let x = tile_base + s;
+    return select(-1, i32(x), x < tile_hi);
 }

@@ -2,11 +2,13 @@
 //
 // One workgroup owns BLOCK_M = 64 query rows of one (batch, query head); invocation `lid`
 // owns row `row0 + lid` (its q row and f32 accumulator live in private memory). Keys are
-// visited in tiles of BLOCK_N: the workgroup loads a tile's K and V rows into workgroup
-// memory, then every row scores the tile, masks it, and folds it in with the online softmax
-// (running max `m_i`, running sum `l_i`, rescaled accumulator). Which keys a tile holds is
-// the caller's policy: a contiguous range (`visit_range`) or a list of columns
-// (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
+// visited in tiles of BLOCK_N: every row scores the tile, masks it, and folds it in with the
+// online softmax (running max `m_i`, running sum `l_i`, accumulator rescaled once per tile).
+// K and V rows are read straight from storage: all invocations of a workgroup read the
+// same key at the same time (a broadcast). There are no workgroup barriers in the key loop:
+// Mesa's lavapipe (22.3) lost invocations in barrier-carrying loops with divergent masks.
+// Which keys a tile holds is the caller's policy: a contiguous range (`visit_range`) or a
+// list of columns (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
 // (`j < window_sink` or `i - j < window_local`); dense and sparse use an open window.
 
 struct AttentionParams {
@@ -25,10 +27,9 @@ struct AttentionParams {
 
 const BLOCK_M: u32 = 64u;
 const BLOCK_N: u32 = 16u;
+/// Start of the running max: finite, far below any base-2 score (exp2_clamped(MASKED - x) == 0).
+const MASKED: f32 = -1.0e30;
 
-var<workgroup> tile_keys: array<i32, BLOCK_N>;              // key index per slot, -1 empty
-var<workgroup> k_tile: array<f32, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D]
-var<workgroup> v_tile: array<f32, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D]
 
 var<private> q_row: array<f32, MAX_HEAD_DIM>;
 var<private> acc: array<f32, MAX_HEAD_DIM>;
@@ -39,6 +40,12 @@ var<private> row_valid: bool; // row < N
 var<private> kv_base: u32;    // element offset of key 0 of this head's kv head
 var<private> window_sink: u32;
 var<private> window_local: u32;
+// The current tile's keys, computed by every invocation alike (no shared key list):
+// a range tile holds keys tile_base + s below tile_hi; a column tile (tile_columns) holds
+// column_index[tile_base + s] for tile_base + s < tile_hi.
+var<private> tile_base: u32;
+var<private> tile_hi: u32;
+var<private> tile_columns: bool;
 
 /// Set up this invocation's row: load q, clear the accumulator.
 fn load_q_tile(bh: u32, row0: u32, lid: u32) {
@@ -50,7 +57,7 @@ fn load_q_tile(bh: u32, row0: u32, lid: u32) {
     kv_base = (b * params.kv_heads + kvh) * n * d;
     row = row0 + lid;
     row_valid = row < n;
-    m_i = -positive_infinity();
+    m_i = MASKED;
     l_i = 0.0;
     let q_base = (bh * n + min(row, n - 1u)) * d;
     for (var c = 0u; c < d; c++) {
@@ -59,21 +66,6 @@ fn load_q_tile(bh: u32, row0: u32, lid: u32) {
     }
     window_sink = n;
     window_local = n + 1u;
-}
-
-/// Load the K and V rows of the keys in `tile_keys` into workgroup memory.
-fn load_kv_tile(lid: u32) {
-    let d = params.head_dim;
-    for (var e = lid; e < BLOCK_N * d; e += BLOCK_M) {
-        let s = e / d;
-        let c = e % d;
-        let key = tile_keys[s];
-        if key >= 0 {
-            let at = kv_base + u32(key) * d + c;
-            k_tile[s * MAX_HEAD_DIM + c] = load_k(at);
-            v_tile[s * MAX_HEAD_DIM + c] = load_v(at);
-        }
-    }
 }
 
 fn visible(key: i32) -> bool {
@@ -85,55 +77,51 @@ fn visible(key: i32) -> bool {
 }
 
 /// Scores of the tile, causal/window mask, online softmax, and P @ V for this row.
+/// No infinities are used (drivers may compile with fast math): masked keys score the
+/// finite MASKED, which is also where the running max starts.
 fn online_softmax_tile() {
     let d = params.head_dim;
     var scores: array<f32, BLOCK_N>;
-    var tile_max = -positive_infinity();
+    var tile_max = MASKED;
     for (var s = 0u; s < BLOCK_N; s++) {
-        var x = -positive_infinity();
-        if visible(tile_keys[s]) {
+        var x = MASKED;
+        if visible(tile_key(s)) {
+            let k_at = kv_base + u32(tile_key(s)) * d;
             var qk = 0.0;
             for (var c = 0u; c < d; c++) {
-                qk += q_row[c] * k_tile[s * MAX_HEAD_DIM + c];
+                qk += q_row[c] * load_k(k_at + c);
             }
             x = qk;
         }
         scores[s] = x;
         tile_max = max(tile_max, x);
     }
-    if tile_max == -positive_infinity() {
-        return; // nothing visible in this tile for this row
-    }
+    // A fully masked tile leaves m_i, l_i and acc unchanged (correction 1, every p 0).
     let m_new = max(m_i, tile_max);
-    let correction = exp2(m_i - m_new);
+    let correction = exp2_clamped(m_i - m_new);
     m_i = m_new;
     l_i *= correction;
     for (var c = 0u; c < d; c++) {
         acc[c] *= correction;
     }
     for (var s = 0u; s < BLOCK_N; s++) {
-        if scores[s] == -positive_infinity() {
-            continue;
-        }
-        let p = exp2(scores[s] - m_new);
-        l_i += p;
-        for (var c = 0u; c < d; c++) {
-            acc[c] += p * v_tile[s * MAX_HEAD_DIM + c];
+        if scores[s] > MASKED {
+            let p = exp2_clamped(scores[s] - m_new);
+            let v_at = kv_base + u32(tile_key(s)) * d;
+            l_i += p;
+            for (var c = 0u; c < d; c++) {
+                acc[c] += p * load_v(v_at + c);
+            }
         }
     }
 }
 
-/// Visit keys `[lo, hi)` (workgroup-uniform bounds) in tiles of BLOCK_N.
-fn visit_range(lo: u32, hi: u32, lid: u32) {
+/// Visit keys `[lo, hi)` in tiles of BLOCK_N.
+fn visit_range(lo: u32, hi: u32) {
+    tile_columns = false;
+    tile_hi = hi;
     for (var t = lo; t < hi; t += BLOCK_N) {
-        workgroupBarrier();
-        if lid < BLOCK_N {
-            let key = t + lid;
-            tile_keys[lid] = select(-1, i32(key), key < hi);
-        }
-        workgroupBarrier();
-        load_kv_tile(lid);
-        workgroupBarrier();
+        tile_base = t;
         online_softmax_tile();
     }
 }

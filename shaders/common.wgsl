@@ -43,3 +43,9 @@ fn load_v(i: u32) -> f32 {
 fn positive_infinity() -> f32 {
     return bitcast<f32>(0x7f800000u);
 }
+
+/// exp2 that is exactly 0 below 2^-120 and never sees a huge negative argument (the
+/// running max starts at the finite MASKED; some drivers mishandle exp2 far out of range).
+fn exp2_clamped(x: f32) -> f32 {
+    return select(0.0, exp2(max(x, -120.0)), x > -120.0);
+}

@@ -10,22 +10,26 @@
 @group(0) @binding(7) var<storage, read> column_count: array<i32>; // [B, Hq, R]
 @group(0) @binding(8) var<storage, read> column_index: array<i32>; // [B, Hq, R, NNZ_V]
 
-var<workgroup> row_counts: vec2<u32>; // (chunks, columns) of this row block
-var<workgroup> chunk_start: u32;
-
 /// Visit `count` single columns listed at `column_index[at..]`, BLOCK_N per tile.
-fn visit_columns(at: u32, count: u32, lid: u32) {
+fn visit_columns(at: u32, count: u32) {
+    tile_columns = true;
+    tile_hi = at + count;
     for (var t = 0u; t < count; t += BLOCK_N) {
-        workgroupBarrier();
-        if lid < BLOCK_N {
-            let slot = t + lid;
-            tile_keys[lid] = select(-1, column_index[at + min(slot, count - 1u)], slot < count);
-        }
-        workgroupBarrier();
-        load_kv_tile(lid);
-        workgroupBarrier();
+        tile_base = at + t;
         online_softmax_tile();
     }
+}
+
+/// Key in slot `s` of the current tile, or -1.
+fn tile_key(s: u32) -> i32 {
+    let x = tile_base + s;
+    if x >= tile_hi {
+        return -1;
+    }
+    if tile_columns {
+        return column_index[x];
+    }
+    return i32(x);
 }
 
 fn sparse_attention(wid: vec3<u32>, lid: u32) {
@@ -33,10 +37,7 @@ fn sparse_attention(wid: vec3<u32>, lid: u32) {
     let m = wid.x;
     let rows = (params.seq_len + BLOCK_M - 1u) / BLOCK_M;
     let at = bh * rows + m;
-    if lid == 0u {
-        row_counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
-    }
-    let counts = workgroupUniformLoad(&row_counts);
+    let counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
     if counts.x == 0u && counts.y == 0u {
         return;
     }
@@ -44,13 +45,10 @@ fn sparse_attention(wid: vec3<u32>, lid: u32) {
     load_q_tile(bh, row0, lid);
     let row_end = min(params.seq_len, row0 + BLOCK_M);
     for (var c = 0u; c < counts.x; c++) {
-        if lid == 0u {
-            chunk_start = u32(block_offset[at * params.nnz_s + c]);
-        }
-        let s = workgroupUniformLoad(&chunk_start);
-        visit_range(s, min(s + BLOCK_M, row_end), lid);
+        let s = u32(block_offset[at * params.nnz_s + c]);
+        visit_range(s, min(s + BLOCK_M, row_end));
     }
-    visit_columns(at * params.nnz_v, counts.y, lid);
+    visit_columns(at * params.nnz_v, counts.y);
     store_o(bh);
 }
 

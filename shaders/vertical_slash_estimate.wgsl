@@ -56,12 +56,13 @@ fn stats(wid: vec3<u32>, lid: u32) {
         return;
     }
     let i = params.seq_len - params.last_q + lid;
-    var m = -positive_infinity();
-    var l = 0.0;
-    for (var j = 0u; j <= i; j++) {
+    // Start from key 0 (always visible): no infinities in the running max.
+    var m = score(bh, i, 0u);
+    var l = 1.0;
+    for (var j = 1u; j <= i; j++) {
         let s = score(bh, i, j);
         let m_new = max(m, s);
-        l = l * exp2(m - m_new) + exp2(s - m_new);
+        l = l * exp2_clamped(m - m_new) + exp2_clamped(s - m_new);
         m = m_new;
     }
     row_stats[bh * LAST_Q + lid] = vec2<f32>(m, l);
@@ -81,10 +82,10 @@ fn estimate(wid: vec3<u32>, lid: u32) {
         let st = row_stats[bh * LAST_Q + r];
         if x <= i {
             if x >= FORCED_COLUMNS {
-                vertical += exp2(score(bh, i, x) - st.x) / st.y;
+                vertical += exp2_clamped(score(bh, i, x) - st.x) / st.y;
             }
             if x >= FORCED_OFFSETS {
-                slash += exp2(score(bh, i, i - x) - st.x) / st.y;
+                slash += exp2_clamped(score(bh, i, i - x) - st.x) / st.y;
             }
         }
     }

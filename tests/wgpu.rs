@@ -36,7 +36,10 @@ backend_suite!(or_skip!());
 fn info_names_the_adapter() {
     let b = or_skip!();
     let info = b.info();
-    eprintln!("wgpu: {} | {:?} | D {:?} | {}", info.device, info.dtypes, info.head_dims, info.notes);
+    eprintln!(
+        "wgpu: {} | {:?} | D {:?} | {}",
+        info.device, info.dtypes, info.head_dims, info.notes
+    );
     assert_eq!(info.name, "wgpu");
     assert!(info.dtypes.contains(&minference::DType::F32));
 }

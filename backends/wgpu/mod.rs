@@ -27,7 +27,7 @@ use half::f16;
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// Query rows per workgroup of the attention kernels (= the index's row block).
 const BLOCK_M: usize = BLOCK;
-/// Largest head dim the kernels' private and workgroup arrays hold (`MAX_HEAD_DIM` in WGSL).
+/// Largest head dim the kernels' private arrays hold (`MAX_HEAD_DIM` in WGSL).
 const MAX_HEAD_DIM: usize = 128;
 /// Head dims supported (and tested): even (packed f16 pairs) and at most `MAX_HEAD_DIM`.
 const HEAD_DIMS: [usize; 2] = [64, 128];
@@ -289,9 +289,7 @@ impl WgpuBackend {
             self.tensor(v, "v")?,
         );
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
-        let kernel = self
-            .ctx
-            .kernel(family, Self::entry(family.stem, qt.f16))?;
+        let kernel = self.ctx.kernel(family, Self::entry(family.stem, qt.f16))?;
         let params = self.ctx.uniform(family.stem, &params);
         let mut buffers = vec![&params, &qt.buffer, &kt.buffer, &vt.buffer, &ot.buffer];
         buffers.extend_from_slice(extra);
@@ -374,7 +372,12 @@ impl Backend for WgpuBackend {
         let f16 = dtype == DType::F16;
         let bytes = if f16 { n * 2 } else { n * 4 };
         let buffer = self.ctx.storage("tensor", bytes as u64)?;
-        Ok(DeviceTensor::new(NAME, dims, dtype, WgpuTensor { buffer, f16 }))
+        Ok(DeviceTensor::new(
+            NAME,
+            dims,
+            dtype,
+            WgpuTensor { buffer, f16 },
+        ))
     }
 
     fn build_index(
@@ -438,13 +441,7 @@ impl Backend for WgpuBackend {
             let row_stats = ctx.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
             let scores = ctx.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
             let bufs = [
-                &params,
-                &qt.buffer,
-                &kt.buffer,
-                &kt.buffer,
-                &head_kind,
-                &row_stats,
-                &scores,
+                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &row_stats, &scores,
             ];
             let stats = ctx.kernel(
                 &VERTICAL_SLASH_ESTIMATE,
@@ -501,13 +498,7 @@ impl Backend for WgpuBackend {
             let pooled = ctx.storage("pooled", (2 * bh_total * r * d * 4) as u64)?;
             let scores = ctx.storage("block_scores", (bh_total * r * r * 4) as u64)?;
             let bufs = [
-                &params,
-                &qt.buffer,
-                &kt.buffer,
-                &kt.buffer,
-                &head_kind,
-                &pooled,
-                &scores,
+                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
             ];
             let pool = ctx.kernel(
                 &BLOCK_SPARSE_INDEX,
@@ -618,7 +609,8 @@ impl Backend for WgpuBackend {
             index.meta.clone(),
             WgpuIndex {
                 selections: ctx.storage_with("selections", Self::i32_bytes(&selections))?,
-                block_count: ctx.storage_with("block_count", Self::i32_bytes(&index.block_count))?,
+                block_count: ctx
+                    .storage_with("block_count", Self::i32_bytes(&index.block_count))?,
                 block_offset: ctx
                     .storage_with("block_offset", Self::i32_bytes(&index.block_offset))?,
                 column_count: ctx
@@ -713,9 +705,7 @@ impl Backend for WgpuBackend {
                 None => [-1, -1],
             })
             .collect();
-        let wbuf = self
-            .ctx
-            .storage_with("windows", bytemuck::cast_slice(&w))?;
+        let wbuf = self.ctx.storage_with("windows", bytemuck::cast_slice(&w))?;
         let params = Self::attention_params(&shape, 0, 0)?;
         self.run_attention(&A_SHAPE_ATTENTION, q, k, v, out, params, &[&wbuf])
     }
