@@ -31,8 +31,9 @@ const BLOCK_N: u32 = 16u;
 const MASKED: f32 = -1.0e30;
 
 
-var<private> q_row: array<f32, MAX_HEAD_DIM>;
-var<private> acc: array<f32, MAX_HEAD_DIM>;
+const MAX_HEAD_DIM4: u32 = MAX_HEAD_DIM / 4u;
+var<private> q_row: array<vec4<f32>, MAX_HEAD_DIM4>; // this row of q, pre-scaled, [D / 4]
+var<private> acc: array<vec4<f32>, MAX_HEAD_DIM4>;   // unnormalised output, [D / 4]
 var<private> m_i: f32;
 var<private> l_i: f32;
 var<private> row: u32;        // this invocation's query row
@@ -60,9 +61,9 @@ fn load_q_tile(bh: u32, row0: u32, lid: u32) {
     m_i = MASKED;
     l_i = 0.0;
     let q_base = (bh * n + min(row, n - 1u)) * d;
-    for (var c = 0u; c < d; c++) {
-        q_row[c] = load_q(q_base + c) * params.scale_log2;
-        acc[c] = 0.0;
+    for (var c = 0u; c < d / 4u; c++) {
+        q_row[c] = load_q4(q_base + 4u * c) * params.scale_log2;
+        acc[c] = vec4<f32>(0.0);
     }
     window_sink = n;
     window_local = n + 1u;
@@ -87,11 +88,11 @@ fn online_softmax_tile() {
         var x = MASKED;
         if visible(tile_key(s)) {
             let k_at = kv_base + u32(tile_key(s)) * d;
-            var qk = 0.0;
-            for (var c = 0u; c < d; c++) {
-                qk += q_row[c] * load_k(k_at + c);
+            var qk = vec4<f32>(0.0);
+            for (var c = 0u; c < d / 4u; c++) {
+                qk += q_row[c] * load_k4(k_at + 4u * c);
             }
-            x = qk;
+            x = qk.x + qk.y + qk.z + qk.w;
         }
         scores[s] = x;
         tile_max = max(tile_max, x);
@@ -101,7 +102,7 @@ fn online_softmax_tile() {
     let correction = exp2_clamped(m_i - m_new);
     m_i = m_new;
     l_i *= correction;
-    for (var c = 0u; c < d; c++) {
+    for (var c = 0u; c < d / 4u; c++) {
         acc[c] *= correction;
     }
     for (var s = 0u; s < BLOCK_N; s++) {
@@ -109,8 +110,8 @@ fn online_softmax_tile() {
             let p = exp2_clamped(scores[s] - m_new);
             let v_at = kv_base + u32(tile_key(s)) * d;
             l_i += p;
-            for (var c = 0u; c < d; c++) {
-                acc[c] += p * load_v(v_at + c);
+            for (var c = 0u; c < d / 4u; c++) {
+                acc[c] += p * load_v4(v_at + 4u * c);
             }
         }
     }
@@ -137,13 +138,18 @@ fn store_o(bh: u32) {
     if l_i > 0.0 {
         inv = 1.0 / l_i;
     }
-    if storage_f16 {
-        for (var c = 0u; c < d; c += 2u) {
-            out[(base + c) >> 1u] = pack2x16float(vec2<f32>(acc[c] * inv, acc[c + 1u] * inv));
-        }
-    } else {
-        for (var c = 0u; c < d; c++) {
-            out[base + c] = bitcast<u32>(acc[c] * inv);
+    for (var c = 0u; c < d / 4u; c++) {
+        let o = acc[c] * inv;
+        if storage_f16 {
+            let w = (base + 4u * c) >> 1u;
+            out[w] = pack2x16float(o.xy);
+            out[w + 1u] = pack2x16float(o.zw);
+        } else {
+            let at = base + 4u * c;
+            out[at] = bitcast<u32>(o.x);
+            out[at + 1u] = bitcast<u32>(o.y);
+            out[at + 2u] = bitcast<u32>(o.z);
+            out[at + 3u] = bitcast<u32>(o.w);
         }
     }
 }

@@ -40,6 +40,31 @@ fn load_v(i: u32) -> f32 {
     return bitcast<f32>(v[i]);
 }
 
+/// Four consecutive elements starting at `i` (a multiple of 4).
+fn load_q4(i: u32) -> vec4<f32> {
+    if storage_f16 {
+        let w = i >> 1u;
+        return vec4<f32>(unpack2x16float(q[w]), unpack2x16float(q[w + 1u]));
+    }
+    return vec4<f32>(bitcast<f32>(q[i]), bitcast<f32>(q[i + 1u]), bitcast<f32>(q[i + 2u]), bitcast<f32>(q[i + 3u]));
+}
+
+fn load_k4(i: u32) -> vec4<f32> {
+    if storage_f16 {
+        let w = i >> 1u;
+        return vec4<f32>(unpack2x16float(k[w]), unpack2x16float(k[w + 1u]));
+    }
+    return vec4<f32>(bitcast<f32>(k[i]), bitcast<f32>(k[i + 1u]), bitcast<f32>(k[i + 2u]), bitcast<f32>(k[i + 3u]));
+}
+
+fn load_v4(i: u32) -> vec4<f32> {
+    if storage_f16 {
+        let w = i >> 1u;
+        return vec4<f32>(unpack2x16float(v[w]), unpack2x16float(v[w + 1u]));
+    }
+    return vec4<f32>(bitcast<f32>(v[i]), bitcast<f32>(v[i + 1u]), bitcast<f32>(v[i + 2u]), bitcast<f32>(v[i + 3u]));
+}
+
 fn positive_infinity() -> f32 {
     return bitcast<f32>(0x7f800000u);
 }

@@ -43,3 +43,19 @@ fn info_names_the_adapter() {
     assert_eq!(info.name, "wgpu");
     assert!(info.dtypes.contains(&minference::DType::F32));
 }
+
+#[test]
+fn buffers_over_the_binding_limit_are_errors() {
+    let b = or_skip!();
+    // 2^36 bytes: beyond any adapter's max_storage_buffer_binding_size; checked before allocating.
+    let e = b
+        .empty(&[1, 1, 1 << 22, 1 << 12], minference::DType::F32)
+        .err()
+        .expect("a 64 GiB tensor must be refused");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, minference::Error::Unsupported { .. })
+            && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+}
