@@ -5,8 +5,12 @@
 // visited in tiles of BLOCK_N: every row scores the tile, masks it, and folds it in with the
 // online softmax (running max `m_i`, running sum `l_i`, accumulator rescaled once per tile).
 // K and V rows are read straight from storage: all invocations of a workgroup read the
-// same key at the same time (a broadcast). There are no workgroup barriers in the key loop:
-// Mesa's lavapipe (22.3) lost invocations in barrier-carrying loops with divergent masks.
+// same key at the same time (a broadcast), so the key loop needs no workgroup barriers.
+// On Mesa's lavapipe 22.3 an earlier version (K/V tiles in workgroup memory, barriers in the
+// key loop, q and acc as scalar `array<f32, 128>`) silently skipped the output stores of
+// some invocations; keeping q and acc as `vec4` arrays and dropping the barriers fixed it
+// (which of the two mattered was not isolated: the scalar-array, barrier-free version
+// still failed, so the vec4 layout is the known-good one).
 // Which keys a tile holds is the caller's policy: a contiguous range (`visit_range`) or a
 // list of columns (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
 // (`j < window_sink` or `i - j < window_local`); dense and sparse use an open window.
