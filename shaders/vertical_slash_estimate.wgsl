@@ -3,8 +3,9 @@
 // `vertical_slash_scores`), with the forced entries (columns j < 30, offsets o < 100) at +inf.
 //
 // Two entry points per dtype, dispatched in order:
-// - `vertical_slash_estimate_stats_*`: grid (1, B * Hq), one invocation per last query row:
-//   the causal softmax's running max and sum (base 2) over keys 0..=i.
+// - `vertical_slash_estimate_stats_*`: grid (LAST_Q, B * Hq), one workgroup per last query
+//   row: the causal softmax's max and sum (base 2) over keys 0..=i, 64 invocations striding
+//   over the keys, then a fixed-order tree.
 // - `vertical_slash_estimate_*`: grid (cdiv(N, 64), B * Hq), one invocation per index x:
 //   vertical[x] = sum_r P[r, x], slash[x] = sum_r P[r, i_r - x], rows in ascending order.
 
@@ -28,6 +29,8 @@ const LAST_Q: u32 = 64u;
 const FORCED_COLUMNS: u32 = 30u;
 const FORCED_OFFSETS: u32 = 100u;
 const KIND_VERTICAL_SLASH: u32 = 1u;
+/// Running max of an empty key set: finite (no infinities), below any base-2 score.
+const STATS_MASKED: f32 = -1.0e30;
 
 fn q_base(bh: u32, i: u32) -> u32 {
     return (bh * params.seq_len + i) * params.head_dim;
@@ -50,22 +53,38 @@ fn score(bh: u32, i: u32, j: u32) -> f32 {
     return qk * params.scale_log2;
 }
 
+/// Fold (m2, l2) into (m1, l1): the running max and sum of two disjoint key sets.
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp2_clamped(a.x - m) + b.y * exp2_clamped(b.x - m));
+}
+
+var<workgroup> partial: array<vec2<f32>, 64>;
+
 fn stats(wid: vec3<u32>, lid: u32) {
     let bh = wid.y;
-    if head_kind[bh % params.q_heads] != KIND_VERTICAL_SLASH || lid >= params.last_q {
-        return;
+    let r = wid.x;
+    if head_kind[bh % params.q_heads] != KIND_VERTICAL_SLASH || r >= params.last_q {
+        return; // uniform: the whole workgroup leaves
     }
-    let i = params.seq_len - params.last_q + lid;
-    // Start from key 0 (always visible): no infinities in the running max.
-    var m = score(bh, i, 0u);
-    var l = 1.0;
-    for (var j = 1u; j <= i; j++) {
-        let s = score(bh, i, j);
-        let m_new = max(m, s);
-        l = l * exp2_clamped(m - m_new) + exp2_clamped(s - m_new);
-        m = m_new;
+    let i = params.seq_len - params.last_q + r;
+    // Invocation lid folds keys lid, lid + 64, ... <= i; empty invocations hold (MASKED, 0).
+    var acc = vec2<f32>(STATS_MASKED, 0.0);
+    for (var j = lid; j <= i; j += 64u) {
+        acc = combine(acc, vec2<f32>(score(bh, i, j), 1.0));
     }
-    row_stats[bh * LAST_Q + lid] = vec2<f32>(m, l);
+    partial[lid] = acc;
+    workgroupBarrier();
+    // Fixed-order tree: deterministic.
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if lid < stride {
+            partial[lid] = combine(partial[lid], partial[lid + stride]);
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        row_stats[bh * LAST_Q + r] = partial[0];
+    }
 }
 
 fn estimate(wid: vec3<u32>, lid: u32) {

@@ -447,7 +447,12 @@ impl Backend for WgpuBackend {
                 &VERTICAL_SLASH_ESTIMATE,
                 Self::entry("vertical_slash_estimate_stats", f16),
             )?;
-            ctx.dispatch(&mut encoder, &stats, &bufs, [1, heads_u32, 1])?;
+            ctx.dispatch(
+                &mut encoder,
+                &stats,
+                &bufs,
+                [u32_of("last_q", LAST_Q.min(n))?, heads_u32, 1],
+            )?;
             let est = ctx.kernel(
                 &VERTICAL_SLASH_ESTIMATE,
                 Self::entry("vertical_slash_estimate", f16),
