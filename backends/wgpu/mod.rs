@@ -1,16 +1,723 @@
-//! The wgpu backend (work in progress: opens with an error until its kernels land).
-use crate::error::{Error, Result};
+//! The WGSL backend on wgpu: every stage on the GPU, no host round trip between stages.
+//!
+//! Kernels (one `shaders/*.wgsl` file per family, entry points `{stem}_{dtype}`):
+//! - `vertical_slash_estimate`: last-64-query softmax, column and diagonal sums, forced entries;
+//! - `block_sparse_index`: mean pooling and block scores;
+//! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller index);
+//! - `vertical_slash_index`: conversion of the selections to `block_count`/`block_offset`/
+//!   `column_count`/`column_index` (block-sparse rows included);
+//! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
+//!   with an f32 online softmax (`attention_core.wgsl`).
+//!
+//! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
+//! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
+
+mod context;
+
+use crate::backend::{check_qkv, check_windows, Backend, BackendInfo, DeviceIndex, DeviceTensor};
+use crate::error::{invalid, Result};
+use crate::index::{HostIndex, IndexMeta};
+use crate::pattern::{Pattern, BLOCK, LAST_Q};
+use crate::tensor::{AttnShape, DType, HostTensor, TensorData};
+use bytemuck::{Pod, Zeroable};
+use context::{Context, Family, Slot, NAME};
+use half::f16;
+
+/// `LOG2E`: the kernels keep scores in base 2 (`exp2`), with `scale * LOG2E` folded once.
+const LOG2E: f64 = std::f64::consts::LOG2_E;
+/// Query rows per workgroup of the attention kernels (= the index's row block).
+const BLOCK_M: usize = BLOCK;
+/// Largest head dim the kernels' private arrays hold (`MAX_HEAD_DIM` in WGSL).
+const MAX_HEAD_DIM: usize = 128;
+/// Head dims supported (and tested): even (packed f16 pairs) and at most `MAX_HEAD_DIM`.
+const HEAD_DIMS: [usize; 2] = [64, 128];
+/// `head_kind` codes shared with the WGSL kernels.
+const KIND_VERTICAL_SLASH: u32 = 1;
+const KIND_BLOCK_SPARSE: u32 = 2;
+/// Workgroups per grid row of `top_k_select` (its lists are laid out on a 2D grid).
+const TOP_K_GRID_X: usize = 65535;
+
+use Slot::{Read, ReadWrite, Uniform};
+
+const DENSE_ATTENTION: Family = Family {
+    stem: "dense_attention",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/attention_core.wgsl"),
+        include_str!("../../shaders/dense_attention.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite],
+};
+
+const A_SHAPE_ATTENTION: Family = Family {
+    stem: "a_shape_attention",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/attention_core.wgsl"),
+        include_str!("../../shaders/a_shape_attention.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
+};
+
+const SPARSE_ATTENTION: Family = Family {
+    stem: "sparse_attention",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/attention_core.wgsl"),
+        include_str!("../../shaders/sparse_attention.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
+};
+
+const VERTICAL_SLASH_ESTIMATE: Family = Family {
+    stem: "vertical_slash_estimate",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/vertical_slash_estimate.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
+};
+
+const BLOCK_SPARSE_INDEX: Family = Family {
+    stem: "block_sparse_index",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/block_sparse_index.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
+};
+
+const TOP_K_SELECT: Family = Family {
+    stem: "top_k_select",
+    source: include_str!("../../shaders/top_k_select.wgsl"),
+    slots: &[Uniform, Read, Read, ReadWrite],
+};
+
+const VERTICAL_SLASH_INDEX: Family = Family {
+    stem: "vertical_slash_index",
+    source: include_str!("../../shaders/vertical_slash_index.wgsl"),
+    slots: &[
+        Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+    ],
+};
+
+/// Mirrors `AttentionParams` in `attention_core.wgsl` (shared by the three attention
+/// kernels: their inputs differ only in buffers, not in scalars).
+#[repr(C)]
+#[derive(Copy, Clone, Pod, Zeroable)]
+struct AttentionParams {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    seq_len: u32,
+    head_dim: u32,
+    nnz_s: u32,
+    nnz_v: u32,
+    scale_log2: f32,
+}
+
+/// Mirrors `VerticalSlashEstimateParams` in `vertical_slash_estimate.wgsl`.
+#[repr(C)]
+#[derive(Copy, Clone, Pod, Zeroable)]
+struct VerticalSlashEstimateParams {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    seq_len: u32,
+    head_dim: u32,
+    last_q: u32,
+    scale_log2: f32,
+    _pad: u32,
+}
+
+/// Mirrors `BlockSparseIndexParams` in `block_sparse_index.wgsl`.
+#[repr(C)]
+#[derive(Copy, Clone, Pod, Zeroable)]
+struct BlockSparseIndexParams {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    seq_len: u32,
+    head_dim: u32,
+    rows: u32,
+    _pad: [u32; 2],
+}
+
+/// Mirrors `TopKSelectParams` in `top_k_select.wgsl`.
+#[repr(C)]
+#[derive(Copy, Clone, Pod, Zeroable)]
+struct TopKSelectParams {
+    list_count: u32,
+    grid_x: u32,
+    _pad: [u32; 2],
+}
+
+/// Mirrors `TopKList` in `top_k_select.wgsl`: one selection problem.
+#[repr(C)]
+#[derive(Copy, Clone, Pod, Zeroable)]
+struct TopKList {
+    scores_at: u32,
+    len: u32,
+    k: u32,
+    out_at: u32,
+    width: u32,
+    append: i32,
+    _pad: [u32; 2],
+}
+
+/// Mirrors `VerticalSlashIndexParams` in `vertical_slash_index.wgsl`.
+#[repr(C)]
+#[derive(Copy, Clone, Pod, Zeroable)]
+struct VerticalSlashIndexParams {
+    q_heads: u32,
+    rows: u32,
+    nv: u32,
+    ns: u32,
+    top_k: u32,
+    nnz_s: u32,
+    nnz_v: u32,
+    slash_at: u32,
+    block_at: u32,
+    _pad: [u32; 3],
+}
+
+/// A tensor on the device: f32 words, or f16 pairs packed in u32 words.
+struct WgpuTensor {
+    buffer: wgpu::Buffer,
+    /// True when elements are stored as f16 (else f32, also for bf16 tensors).
+    f16: bool,
+}
+
+/// A layer's index on the device.
+struct WgpuIndex {
+    /// `[B, Hq, nv]` ++ `[B, Hq, ns]` ++ `[B, Hq, R, top_k]`: the raw selections, i32.
+    selections: wgpu::Buffer,
+    /// `[B, Hq, R]`
+    block_count: wgpu::Buffer,
+    /// `[B, Hq, R, NNZ_S]`
+    block_offset: wgpu::Buffer,
+    /// `[B, Hq, R]`
+    column_count: wgpu::Buffer,
+    /// `[B, Hq, R, NNZ_V]`
+    column_index: wgpu::Buffer,
+}
+
+/// Element counts of the three selection arrays inside `WgpuIndex::selections`.
+fn selection_lens(m: &IndexMeta) -> (usize, usize, usize) {
+    let bh = m.heads_total();
+    (bh * m.nv, bh * m.ns, bh * m.rows * m.top_k)
+}
+
+fn u32_of(what: &str, x: usize) -> Result<u32> {
+    u32::try_from(x).map_err(|_| invalid(what, format!("{x} does not fit in u32")))
+}
 
 /// The wgpu backend.
-pub struct WgpuBackend;
+pub struct WgpuBackend {
+    ctx: Context,
+}
 
 impl WgpuBackend {
-    /// Open the backend.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new() -> Result<crate::cpu::CpuBackend> {
-        Err(Error::Unavailable {
-            backend: "wgpu",
-            reason: "not implemented yet".into(),
+    /// Open the first wgpu adapter; [`crate::Error::Unavailable`] when there is none.
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            ctx: Context::open()?,
         })
     }
+
+    fn tensor<'a>(&self, t: &'a DeviceTensor, arg: &str) -> Result<&'a WgpuTensor> {
+        t.storage::<WgpuTensor>(NAME, arg)
+    }
+
+    fn entry(stem: &'static str, f16: bool) -> &'static str {
+        // Entry points are `{stem}_{dtype}`; spelled out so they stay &'static str.
+        match (stem, f16) {
+            ("dense_attention", false) => "dense_attention_f32",
+            ("dense_attention", true) => "dense_attention_f16",
+            ("a_shape_attention", false) => "a_shape_attention_f32",
+            ("a_shape_attention", true) => "a_shape_attention_f16",
+            ("sparse_attention", false) => "sparse_attention_f32",
+            ("sparse_attention", true) => "sparse_attention_f16",
+            ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
+            ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
+            ("vertical_slash_estimate", false) => "vertical_slash_estimate_f32",
+            ("vertical_slash_estimate", true) => "vertical_slash_estimate_f16",
+            ("block_sparse_index_pool", false) => "block_sparse_index_pool_f32",
+            ("block_sparse_index_pool", true) => "block_sparse_index_pool_f16",
+            _ => stem,
+        }
+    }
+
+    fn attention_params(shape: &AttnShape, nnz_s: usize, nnz_v: usize) -> Result<AttentionParams> {
+        Ok(AttentionParams {
+            batch: u32_of("batch", shape.batch)?,
+            q_heads: u32_of("q_heads", shape.q_heads)?,
+            kv_heads: u32_of("kv_heads", shape.kv_heads)?,
+            seq_len: u32_of("seq_len", shape.seq_len)?,
+            head_dim: u32_of("head_dim", shape.head_dim)?,
+            nnz_s: u32_of("nnz_s", nnz_s)?,
+            nnz_v: u32_of("nnz_v", nnz_v)?,
+            scale_log2: (shape.scale() * LOG2E) as f32,
+        })
+    }
+
+    /// Grid of the attention kernels: one workgroup per (row block, batch * head).
+    fn attention_grid(shape: &AttnShape) -> Result<[u32; 3]> {
+        Ok([
+            u32_of("seq_len", shape.seq_len.div_ceil(BLOCK_M))?,
+            u32_of("batch * q_heads", shape.batch * shape.q_heads)?,
+            1,
+        ])
+    }
+
+    /// Record and submit one attention kernel over q, k, v, out plus `extra` buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn run_attention(
+        &self,
+        family: &Family,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        out: &mut DeviceTensor,
+        params: AttentionParams,
+        extra: &[&wgpu::Buffer],
+    ) -> Result<()> {
+        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
+        let (qt, kt, vt) = (
+            self.tensor(q, "q")?,
+            self.tensor(k, "k")?,
+            self.tensor(v, "v")?,
+        );
+        let ot = out.storage::<WgpuTensor>(NAME, "out")?;
+        let kernel = self.ctx.kernel(family, Self::entry(family.stem, qt.f16))?;
+        let params = self.ctx.uniform(family.stem, &params);
+        let mut buffers = vec![&params, &qt.buffer, &kt.buffer, &vt.buffer, &ot.buffer];
+        buffers.extend_from_slice(extra);
+        let mut encoder = self.ctx.encoder(family.stem);
+        self.ctx.dispatch(
+            &mut encoder,
+            &kernel,
+            &buffers,
+            Self::attention_grid(&shape)?,
+        )?;
+        self.ctx.submit(family.stem, encoder)
+    }
+
+    fn i32_bytes(v: &[i32]) -> &[u8] {
+        bytemuck::cast_slice(v)
+    }
+
+    fn read_i32(&self, what: &str, buf: &wgpu::Buffer, len: usize) -> Result<Vec<i32>> {
+        let bytes = self.ctx.read(what, buf, (len * 4) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
 }
+
+impl Backend for WgpuBackend {
+    fn info(&self) -> BackendInfo {
+        let a = &self.ctx.adapter_info;
+        BackendInfo {
+            name: NAME,
+            device: format!("{} ({:?}, {})", a.name, a.backend, a.driver),
+            dtypes: vec![DType::F32, DType::F16, DType::BF16],
+            head_dims: HEAD_DIMS.to_vec(),
+            notes: "portable WGSL: one query row per invocation, f32 online softmax; f16 stored \
+                    as packed pairs (no SHADER_F16 needed); bf16 converted to f32 on upload and \
+                    rounded to bf16 on download"
+                .into(),
+        }
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<DeviceTensor> {
+        let (buffer, f16) = match &t.data {
+            TensorData::F32(_) | TensorData::F16(_) => {
+                let buf = self.ctx.storage_with("tensor", t.as_bytes())?;
+                (buf, t.dtype() == DType::F16)
+            }
+            TensorData::BF16(_) => {
+                let v = t.to_f32();
+                (
+                    self.ctx
+                        .storage_with("tensor (bf16 as f32)", bytemuck::cast_slice(&v))?,
+                    false,
+                )
+            }
+        };
+        Ok(DeviceTensor::new(
+            NAME,
+            &t.dims,
+            t.dtype(),
+            WgpuTensor { buffer, f16 },
+        ))
+    }
+
+    fn download(&self, t: &DeviceTensor) -> Result<HostTensor> {
+        let wt = self.tensor(t, "tensor")?;
+        let n: usize = t.dims().iter().product();
+        if wt.f16 {
+            let bytes = self.ctx.read("download", &wt.buffer, (n * 2) as u64)?;
+            let v: Vec<f16> = bytemuck::pod_collect_to_vec(&bytes);
+            return Ok(HostTensor {
+                dims: t.dims().to_vec(),
+                data: TensorData::F16(v),
+            });
+        }
+        let bytes = self.ctx.read("download", &wt.buffer, (n * 4) as u64)?;
+        let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        HostTensor::from_f32(t.dims(), &v, t.dtype())
+    }
+
+    fn empty(&self, dims: &[usize], dtype: DType) -> Result<DeviceTensor> {
+        let n: usize = dims.iter().product();
+        let f16 = dtype == DType::F16;
+        let bytes = if f16 { n * 2 } else { n * 4 };
+        let buffer = self.ctx.storage("tensor", bytes as u64)?;
+        Ok(DeviceTensor::new(
+            NAME,
+            dims,
+            dtype,
+            WgpuTensor { buffer, f16 },
+        ))
+    }
+
+    fn build_index(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        patterns: &[Pattern],
+    ) -> Result<DeviceIndex> {
+        let shape = check_qkv(&self.info(), q, k, k, None)?;
+        let meta = IndexMeta::new(shape, patterns)?;
+        let (qt, kt) = (self.tensor(q, "q")?, self.tensor(k, "k")?);
+        let (n, d, r) = (shape.seq_len, shape.head_dim, meta.rows);
+        let bh_total = meta.heads_total();
+        let heads_u32 = u32_of("batch * q_heads", bh_total)?;
+        let (nv_len, ns_len, bi_len) = selection_lens(&meta);
+        let (slash_at, block_at) = (nv_len, nv_len + ns_len);
+        let ctx = &self.ctx;
+
+        let head_kind: Vec<u32> = patterns
+            .iter()
+            .map(|p| match p {
+                Pattern::VerticalSlash { .. } => KIND_VERTICAL_SLASH,
+                Pattern::BlockSparse { .. } => KIND_BLOCK_SPARSE,
+                _ => 0,
+            })
+            .collect();
+        let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
+        // Selections start as -1: top_k_select rewrites whole rows of the heads it serves.
+        let selections = ctx.storage_with(
+            "selections",
+            Self::i32_bytes(&vec![-1i32; nv_len + ns_len + bi_len]),
+        )?;
+        let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
+        let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
+        let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
+        let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
+
+        let mut encoder = ctx.encoder("build_index");
+        let f16 = qt.f16;
+        let any_vs = patterns
+            .iter()
+            .any(|p| matches!(p, Pattern::VerticalSlash { .. }));
+        let any_bs = patterns
+            .iter()
+            .any(|p| matches!(p, Pattern::BlockSparse { .. }));
+
+        // Vertical-slash: estimate, then radix-select columns and offsets.
+        let mut vs_lists = Vec::new();
+        let vs_scores = if any_vs {
+            let params = VerticalSlashEstimateParams {
+                batch: u32_of("batch", shape.batch)?,
+                q_heads: u32_of("q_heads", shape.q_heads)?,
+                kv_heads: u32_of("kv_heads", shape.kv_heads)?,
+                seq_len: u32_of("seq_len", n)?,
+                head_dim: u32_of("head_dim", d)?,
+                last_q: u32_of("last_q", LAST_Q.min(n))?,
+                scale_log2: (shape.scale() * LOG2E) as f32,
+                _pad: 0,
+            };
+            let params = ctx.uniform("vertical_slash_estimate", &params);
+            let row_stats = ctx.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
+            let scores = ctx.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
+            let bufs = [
+                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &row_stats, &scores,
+            ];
+            let stats = ctx.kernel(
+                &VERTICAL_SLASH_ESTIMATE,
+                Self::entry("vertical_slash_estimate_stats", f16),
+            )?;
+            ctx.dispatch(
+                &mut encoder,
+                &stats,
+                &bufs,
+                [u32_of("last_q", LAST_Q.min(n))?, heads_u32, 1],
+            )?;
+            let est = ctx.kernel(
+                &VERTICAL_SLASH_ESTIMATE,
+                Self::entry("vertical_slash_estimate", f16),
+            )?;
+            let grid_x = u32_of("seq_len", n.div_ceil(64))?;
+            ctx.dispatch(&mut encoder, &est, &bufs, [grid_x, heads_u32, 1])?;
+            for bh in 0..bh_total {
+                if let Pattern::VerticalSlash { vertical, slash } = patterns[bh % shape.q_heads] {
+                    let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
+                    vs_lists.push(TopKList {
+                        scores_at: u32_of("scores", bh * n)?,
+                        len: u32_of("seq_len", n)?,
+                        k: u32_of("vertical", nv)?,
+                        out_at: u32_of("vertical_index", bh * meta.nv)?,
+                        width: u32_of("nv", meta.nv)?,
+                        append: -1,
+                        _pad: [0; 2],
+                    });
+                    vs_lists.push(TopKList {
+                        scores_at: u32_of("scores", (bh_total + bh) * n)?,
+                        len: u32_of("seq_len", n)?,
+                        k: u32_of("slash", ns)?,
+                        out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
+                        width: u32_of("ns", meta.ns)?,
+                        append: -1,
+                        _pad: [0; 2],
+                    });
+                }
+            }
+            Some(scores)
+        } else {
+            None
+        };
+
+        // Block-sparse: pool, score, then per row block select top_k - 1 and append the diagonal.
+        let mut bs_lists = Vec::new();
+        let bs_scores = if any_bs {
+            let params = BlockSparseIndexParams {
+                batch: u32_of("batch", shape.batch)?,
+                q_heads: u32_of("q_heads", shape.q_heads)?,
+                kv_heads: u32_of("kv_heads", shape.kv_heads)?,
+                seq_len: u32_of("seq_len", n)?,
+                head_dim: u32_of("head_dim", d)?,
+                rows: u32_of("rows", r)?,
+                _pad: [0; 2],
+            };
+            let params = ctx.uniform("block_sparse_index", &params);
+            let pooled = ctx.storage("pooled", (2 * bh_total * r * d * 4) as u64)?;
+            let scores = ctx.storage("block_scores", (bh_total * r * r * 4) as u64)?;
+            let bufs = [
+                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
+            ];
+            let pool = ctx.kernel(
+                &BLOCK_SPARSE_INDEX,
+                Self::entry("block_sparse_index_pool", f16),
+            )?;
+            let r_u32 = u32_of("rows", r)?;
+            ctx.dispatch(&mut encoder, &pool, &bufs, [r_u32, heads_u32, 1])?;
+            let sc = ctx.kernel(&BLOCK_SPARSE_INDEX, "block_sparse_index_scores")?;
+            let g = u32_of("rows", r.div_ceil(8))?;
+            ctx.dispatch(&mut encoder, &sc, &bufs, [g, g, heads_u32])?;
+            for bh in 0..bh_total {
+                if let Pattern::BlockSparse { top_k } = patterns[bh % shape.q_heads] {
+                    for m in 0..r {
+                        bs_lists.push(TopKList {
+                            scores_at: u32_of("block_scores", (bh * r + m) * r)?,
+                            len: u32_of("rows", m)?,
+                            k: u32_of("top_k", top_k.saturating_sub(1).min(m))?,
+                            out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
+                            width: u32_of("top_k", meta.top_k)?,
+                            append: m as i32,
+                            _pad: [0; 2],
+                        });
+                    }
+                }
+            }
+            Some(scores)
+        } else {
+            None
+        };
+
+        let top_k = ctx.kernel(&TOP_K_SELECT, "top_k_select")?;
+        for (lists, scores) in [(&vs_lists, &vs_scores), (&bs_lists, &bs_scores)] {
+            let Some(scores) = scores else { continue };
+            if lists.is_empty() {
+                continue;
+            }
+            let params = TopKSelectParams {
+                list_count: u32_of("lists", lists.len())?,
+                grid_x: TOP_K_GRID_X as u32,
+                _pad: [0; 2],
+            };
+            let params = ctx.uniform("top_k_select", &params);
+            let list_buf = ctx.storage_with("top_k_lists", bytemuck::cast_slice(lists))?;
+            let grid = [
+                u32_of("lists", lists.len().min(TOP_K_GRID_X))?,
+                u32_of("lists", lists.len().div_ceil(TOP_K_GRID_X))?,
+                1,
+            ];
+            ctx.dispatch(
+                &mut encoder,
+                &top_k,
+                &[&params, &list_buf, scores, &selections],
+                grid,
+            )?;
+        }
+
+        // Conversion to the kernel index, every (batch, head, row block).
+        let params = VerticalSlashIndexParams {
+            q_heads: u32_of("q_heads", shape.q_heads)?,
+            rows: u32_of("rows", r)?,
+            nv: u32_of("nv", meta.nv)?,
+            ns: u32_of("ns", meta.ns)?,
+            top_k: u32_of("top_k", meta.top_k)?,
+            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
+            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
+            slash_at: u32_of("slash_index", slash_at)?,
+            block_at: u32_of("block_index", block_at)?,
+            _pad: [0; 3],
+        };
+        let params = ctx.uniform("vertical_slash_index", &params);
+        let convert = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index")?;
+        ctx.dispatch(
+            &mut encoder,
+            &convert,
+            &[
+                &params,
+                &head_kind,
+                &selections,
+                &block_count,
+                &block_offset,
+                &column_count,
+                &column_index,
+            ],
+            [u32_of("rows", r.div_ceil(64))?, heads_u32, 1],
+        )?;
+        ctx.submit("build_index", encoder)?;
+        Ok(DeviceIndex::new(
+            NAME,
+            meta,
+            WgpuIndex {
+                selections,
+                block_count,
+                block_offset,
+                column_count,
+                column_index,
+            },
+        ))
+    }
+
+    fn upload_index(&self, index: &HostIndex) -> Result<DeviceIndex> {
+        index.validate()?;
+        let mut selections = index.vertical_index.clone();
+        selections.extend_from_slice(&index.slash_index);
+        selections.extend_from_slice(&index.block_index);
+        let ctx = &self.ctx;
+        Ok(DeviceIndex::new(
+            NAME,
+            index.meta.clone(),
+            WgpuIndex {
+                selections: ctx.storage_with("selections", Self::i32_bytes(&selections))?,
+                block_count: ctx
+                    .storage_with("block_count", Self::i32_bytes(&index.block_count))?,
+                block_offset: ctx
+                    .storage_with("block_offset", Self::i32_bytes(&index.block_offset))?,
+                column_count: ctx
+                    .storage_with("column_count", Self::i32_bytes(&index.column_count))?,
+                column_index: ctx
+                    .storage_with("column_index", Self::i32_bytes(&index.column_index))?,
+            },
+        ))
+    }
+
+    fn download_index(&self, index: &DeviceIndex) -> Result<HostIndex> {
+        let ix = index.storage::<WgpuIndex>(NAME)?;
+        let m = index.meta.clone();
+        let (nv_len, ns_len, bi_len) = selection_lens(&m);
+        let rows = m.heads_total() * m.rows;
+        let mut sel = self.read_i32("download_index", &ix.selections, nv_len + ns_len + bi_len)?;
+        let block_index = sel.split_off(nv_len + ns_len);
+        let slash_index = sel.split_off(nv_len);
+        Ok(HostIndex {
+            vertical_index: sel,
+            slash_index,
+            block_index,
+            block_count: self.read_i32("download_index", &ix.block_count, rows)?,
+            block_offset: self.read_i32("download_index", &ix.block_offset, rows * m.nnz_s)?,
+            column_count: self.read_i32("download_index", &ix.column_count, rows)?,
+            column_index: self.read_i32("download_index", &ix.column_index, rows * m.nnz_v)?,
+            meta: m,
+        })
+    }
+
+    fn sparse_attention(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        index: &DeviceIndex,
+        out: &mut DeviceTensor,
+    ) -> Result<()> {
+        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
+        if index.meta.shape != shape {
+            return Err(invalid(
+                "index",
+                format!("built for {:?}, used with {shape:?}", index.meta.shape),
+            ));
+        }
+        let ix = index.storage::<WgpuIndex>(NAME)?;
+        let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
+        self.run_attention(
+            &SPARSE_ATTENTION,
+            q,
+            k,
+            v,
+            out,
+            params,
+            &[
+                &ix.block_count,
+                &ix.block_offset,
+                &ix.column_count,
+                &ix.column_index,
+            ],
+        )
+    }
+
+    fn dense_attention(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        out: &mut DeviceTensor,
+    ) -> Result<()> {
+        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
+        let params = Self::attention_params(&shape, 0, 0)?;
+        self.run_attention(&DENSE_ATTENTION, q, k, v, out, params, &[])
+    }
+
+    fn a_shape_attention(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        windows: &[Option<(usize, usize)>],
+        out: &mut DeviceTensor,
+    ) -> Result<()> {
+        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
+        check_windows(&shape, windows)?;
+        // Windows beyond N behave as N: clamp so they fit i32.
+        let cap = shape.seq_len + 1;
+        let w: Vec<[i32; 2]> = windows
+            .iter()
+            .map(|w| match *w {
+                Some((sink, local)) => [sink.min(cap) as i32, local.min(cap) as i32],
+                None => [-1, -1],
+            })
+            .collect();
+        let wbuf = self.ctx.storage_with("windows", bytemuck::cast_slice(&w))?;
+        let params = Self::attention_params(&shape, 0, 0)?;
+        self.run_attention(&A_SHAPE_ATTENTION, q, k, v, out, params, &[&wbuf])
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.ctx.wait()
+    }
+}
+
+const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);

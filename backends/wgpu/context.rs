@@ -1,0 +1,363 @@
+//! The wgpu device, the pipeline cache, buffers and error scopes.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+
+pub(crate) const NAME: &str = "wgpu";
+
+/// How a kernel binds one buffer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The kernel's params struct.
+    Uniform,
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// One kernel family: a WGSL module (one file, plus the shared preludes) and its bindings.
+pub(crate) struct Family {
+    /// The file stem (`dense_attention`, ...).
+    pub stem: &'static str,
+    /// The module's WGSL source.
+    pub source: &'static str,
+    /// Binding `i` of group 0 is `slots[i]`.
+    pub slots: &'static [Slot],
+}
+
+/// A compiled entry point and its bind-group layout.
+pub(crate) struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub name: String,
+}
+
+/// The device, its queue and limits, and the caches.
+pub(crate) struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub adapter_info: wgpu::AdapterInfo,
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
+    /// A MAP_READ staging buffer reused by downloads, grown as needed.
+    staging: Mutex<Option<wgpu::Buffer>>,
+}
+
+fn device_error(kernel: &str, msg: impl Into<String>) -> Error {
+    Error::Device {
+        backend: NAME,
+        kernel: kernel.to_string(),
+        msg: msg.into(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a cache lock leaves a usable cache: take it anyway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Context {
+    /// Open the first adapter wgpu offers (high performance preferred).
+    pub fn open() -> Result<Self> {
+        let unavailable = |reason: String| Error::Unavailable {
+            backend: NAME,
+            reason,
+        };
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        }))
+        .map_err(|e| unavailable(format!("no adapter: {e}")))?;
+        let adapter_info = adapter.get_info();
+        // Ask for everything the adapter offers: larger bindings and dispatch grids.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("minference"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| unavailable(format!("adapter `{}`: {e}", adapter_info.name)))?;
+        Ok(Self {
+            device,
+            queue,
+            limits,
+            adapter_info,
+            modules: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
+            staging: Mutex::new(None),
+        })
+    }
+
+    /// Run `f` inside a validation error scope; a captured error becomes [`Error::Device`]
+    /// naming `what` (the kernel or operation) and carrying wgpu's message (WGSL location
+    /// included for shader errors).
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        match v.or(o) {
+            Some(e) => Err(device_error(what, e.to_string())),
+            None => Ok(out),
+        }
+    }
+
+    /// The compiled entry point `entry` of `family`, built once and cached.
+    pub fn kernel(&self, family: &Family, entry: &'static str) -> Result<Arc<Kernel>> {
+        if let Some(k) = lock(&self.kernels).get(&(family.stem, entry)) {
+            return Ok(k.clone());
+        }
+        let module = self.module(family)?;
+        let name = format!("{}::{entry}", family.stem);
+        let kernel = self.scoped(&name, || {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = family
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match slot {
+                            Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                            Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            Slot::ReadWrite => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = self
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&name),
+                    entries: &entries,
+                });
+            let pipeline_layout =
+                self.device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(&name),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+            let pipeline = self
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&name),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+            Kernel {
+                pipeline,
+                layout,
+                name: name.clone(),
+            }
+        })?;
+        let kernel = Arc::new(kernel);
+        lock(&self.kernels).insert((family.stem, entry), kernel.clone());
+        Ok(kernel)
+    }
+
+    fn module(&self, family: &Family) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = lock(&self.modules).get(family.stem) {
+            return Ok(m.clone());
+        }
+        let module = self.scoped(&format!("{}.wgsl", family.stem), || {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(family.stem),
+                    source: wgpu::ShaderSource::Wgsl(family.source.into()),
+                })
+        })?;
+        let module = Arc::new(module);
+        lock(&self.modules).insert(family.stem, module.clone());
+        Ok(module)
+    }
+
+    /// Check a buffer of `bytes` against the adapter's binding and buffer limits.
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let max_binding = self.limits.max_storage_buffer_binding_size;
+        let max_buffer = self.limits.max_buffer_size;
+        if bytes > max_binding || bytes > max_buffer {
+            return Err(Error::Unsupported {
+                backend: NAME,
+                what: format!(
+                    "`{what}` of {bytes} bytes: larger than the adapter's \
+                     max_storage_buffer_binding_size ({max_binding} bytes) or max_buffer_size \
+                     ({max_buffer} bytes)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of `bytes` (at least 4), checked against the limits.
+    pub fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        self.check_size(label, bytes)?;
+        self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4).next_multiple_of(4),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A storage buffer holding `data` (padded to 4 bytes).
+    pub fn storage_with(&self, label: &str, data: &[u8]) -> Result<wgpu::Buffer> {
+        let buf = self.storage(label, data.len() as u64)?;
+        if !data.is_empty() {
+            let mut padded;
+            let bytes = if data.len() % 4 == 0 {
+                data
+            } else {
+                padded = data.to_vec();
+                padded.resize(data.len().next_multiple_of(4), 0);
+                &padded
+            };
+            self.queue.write_buffer(&buf, 0, bytes);
+        }
+        Ok(buf)
+    }
+
+    /// A uniform buffer holding a params struct.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(params);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (bytes.len() as u64).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytes);
+        buf
+    }
+
+    /// Record one dispatch of `kernel` with `buffers` bound in slot order.
+    pub fn dispatch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        buffers: &[&wgpu::Buffer],
+        grid: [u32; 3],
+    ) -> Result<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if grid.iter().any(|&g| g > max) {
+            return Err(Error::Unsupported {
+                backend: NAME,
+                what: format!(
+                    "kernel `{}`: grid {grid:?} exceeds max_compute_workgroups_per_dimension ({max})",
+                    kernel.name
+                ),
+            });
+        }
+        if grid.contains(&0) {
+            return Ok(());
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let group = self.scoped(&kernel.name, || {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&kernel.name),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
+        })?;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(&kernel.name),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+        Ok(())
+    }
+
+    /// A fresh command encoder.
+    pub fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Submit `encoder` inside an error scope naming `what`.
+    pub fn submit(&self, what: &str, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped(what, || {
+            self.queue.submit([encoder.finish()]);
+        })
+    }
+
+    /// Wait for all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| device_error("synchronize", e.to_string()))
+    }
+
+    /// Copy `bytes` bytes of `buf` back to the host.
+    pub fn read(&self, what: &str, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let size = bytes.next_multiple_of(4);
+        let mut staging = lock(&self.staging);
+        if staging.as_ref().is_none_or(|s| s.size() < size) {
+            *staging = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("download staging"),
+                size: size.next_power_of_two().max(1 << 16),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = staging
+            .as_ref()
+            .ok_or_else(|| device_error(what, "no staging buffer"))?;
+        let mut encoder = self.encoder(what);
+        encoder.copy_buffer_to_buffer(buf, 0, staging, 0, size);
+        self.submit(what, encoder)?;
+        let (tx, rx) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..size, move |r| {
+            // The receiver waits below; a send error only means it is gone.
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|e| device_error(what, format!("map callback lost: {e}")))?
+            .map_err(|e| device_error(what, format!("map failed: {e}")))?;
+        let data = {
+            let view = staging
+                .get_mapped_range(0..size)
+                .map_err(|e| device_error(what, format!("mapped range: {e}")))?;
+            view[..bytes as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}

@@ -1,0 +1,124 @@
+//! The generic backend suite on the wgpu backend.
+//!
+//! Without an adapter the tests print a loud SKIPPED line and pass, unless
+//! `MINFERENCE_REQUIRE_WGPU=1` (CI, with Mesa lavapipe installed): then they fail.
+mod common;
+
+use minference::wgpu_backend::WgpuBackend;
+use minference::Backend;
+
+/// The backend, or `None` (after saying why) when no adapter is found and none is required.
+fn wgpu() -> Option<Box<dyn Backend>> {
+    match WgpuBackend::new() {
+        Ok(b) => Some(Box::new(b)),
+        Err(e) => {
+            if std::env::var("MINFERENCE_REQUIRE_WGPU").as_deref() == Ok("1") {
+                panic!("MINFERENCE_REQUIRE_WGPU=1 but the wgpu backend did not open: {e}");
+            }
+            eprintln!("\n**********\nSKIPPED: no wgpu adapter: {e}\n**********\n");
+            None
+        }
+    }
+}
+
+macro_rules! or_skip {
+    () => {
+        match wgpu() {
+            Some(b) => b,
+            None => return,
+        }
+    };
+}
+
+backend_suite!(or_skip!());
+
+#[test]
+fn info_names_the_adapter() {
+    let b = or_skip!();
+    let info = b.info();
+    eprintln!(
+        "wgpu: {} | {:?} | D {:?} | {}",
+        info.device, info.dtypes, info.head_dims, info.notes
+    );
+    assert_eq!(info.name, "wgpu");
+    assert!(info.dtypes.contains(&minference::DType::F32));
+}
+
+#[test]
+fn buffers_over_the_binding_limit_are_errors() {
+    let b = or_skip!();
+    // 2^36 bytes: beyond any adapter's max_storage_buffer_binding_size; checked before allocating.
+    let e = b
+        .empty(&[1, 1, 1 << 22, 1 << 12], minference::DType::F32)
+        .expect_err("a 64 GiB tensor must be refused");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, minference::Error::Unsupported { .. })
+            && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+}
+
+/// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
+/// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
+/// `MINFERENCE_BENCH_N` picks the lengths (comma-separated; default 4096,16384).
+#[test]
+#[ignore]
+fn bench_dense_vs_sparse() {
+    use minference::{AttnShape, DType, Pattern};
+    use std::time::Instant;
+    let b = or_skip!();
+    eprintln!("device: {}", b.info().device);
+    let ns: Vec<usize> = std::env::var("MINFERENCE_BENCH_N")
+        .unwrap_or_else(|_| "4096,16384".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let (h, d) = (8, 128);
+    for n in ns {
+        let shape = AttnShape::new(1, h, h, n, d).unwrap();
+        let (q, k, v) = minference::generate::random_qkv(1, h, h, n, d, DType::F16, 1).unwrap();
+        let (q, k, v) = (
+            b.upload(&q).unwrap(),
+            b.upload(&k).unwrap(),
+            b.upload(&v).unwrap(),
+        );
+        let mut out = b.empty(&shape.q_dims(), DType::F16).unwrap();
+        let reps = if n >= 32768 { 2 } else { 5 };
+        let time = |f: &mut dyn FnMut()| -> f64 {
+            f();
+            b.synchronize().unwrap();
+            let mut t: Vec<f64> = (0..reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    f();
+                    b.synchronize().unwrap();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        };
+        let dense = time(&mut || b.dense_attention(&q, &k, &v, &mut out).unwrap());
+        let dense_tflops = 4.0 * d as f64 * shape.causal_pairs() as f64 / (dense * 1e-3) / 1e12;
+        for pat in [
+            Pattern::VerticalSlash {
+                vertical: 1000,
+                slash: 6096,
+            },
+            Pattern::BlockSparse { top_k: 100 },
+        ] {
+            let pats = vec![pat; h];
+            let build = time(&mut || {
+                b.build_index(&q, &k, &pats).unwrap();
+            });
+            let ix = b.build_index(&q, &k, &pats).unwrap();
+            let sparse = time(&mut || b.sparse_attention(&q, &k, &v, &ix, &mut out).unwrap());
+            eprintln!(
+                "wgpu/f16/N={n}: dense {dense:.2} ms ({dense_tflops:.2} TFLOP/s) | {pat}: index {build:.2} ms + sparse {sparse:.2} ms = {:.2} ms, speedup {:.2}x",
+                build + sparse,
+                dense / (build + sparse)
+            );
+        }
+    }
+}
