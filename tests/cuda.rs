@@ -1,0 +1,49 @@
+//! The generic backend suite on the CUDA backend (needs `--features cuda` and a GPU).
+//!
+//! Without a GPU the suite prints `SKIPPED` and passes, unless `MINFERENCE_REQUIRE_CUDA=1`.
+#![cfg(feature = "cuda")]
+mod common;
+
+use minference::cuda_backend::{compile_family, nvrtc_present, CudaBackend, Family};
+
+/// The CUDA backend, or `None` (after a loud message) when no device is usable here.
+fn cuda() -> Option<Box<dyn minference::Backend>> {
+    match CudaBackend::new() {
+        Ok(b) => Some(Box::new(b)),
+        Err(e) => {
+            if std::env::var("MINFERENCE_REQUIRE_CUDA").as_deref() == Ok("1") {
+                panic!("MINFERENCE_REQUIRE_CUDA=1 but the CUDA backend does not open: {e}");
+            }
+            eprintln!("SKIPPED: no CUDA device: {e}");
+            None
+        }
+    }
+}
+
+macro_rules! cuda_or_skip {
+    () => {
+        match cuda() {
+            Some(b) => b,
+            None => return,
+        }
+    };
+}
+
+backend_suite!(cuda_or_skip!());
+
+/// Every kernel family compiles with NVRTC for sm_80 and sm_90 (needs only libnvrtc).
+#[test]
+fn every_family_compiles_for_sm80_and_sm90() {
+    if !nvrtc_present() {
+        if std::env::var("MINFERENCE_REQUIRE_CUDA").as_deref() == Ok("1") {
+            panic!("MINFERENCE_REQUIRE_CUDA=1 but libnvrtc is not found");
+        }
+        eprintln!("SKIPPED: libnvrtc not found");
+        return;
+    }
+    for arch in ["sm_80", "sm_90"] {
+        for f in Family::ALL {
+            compile_family(f, arch).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
