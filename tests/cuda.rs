@@ -47,3 +47,28 @@ fn every_family_compiles_for_sm80_and_sm90() {
         }
     }
 }
+
+/// The same suite with the scalar kernel for every dtype (the tensor-core kernel's fallback).
+mod scalar {
+    use super::common;
+    use super::cuda;
+
+    fn scalar() -> Option<Box<dyn minference::Backend>> {
+        cuda().map(|_| {
+            let b = super::CudaBackend::new().expect("opened a moment ago");
+            b.set_scalar_only(true);
+            Box::new(b) as Box<dyn minference::Backend>
+        })
+    }
+
+    macro_rules! scalar_or_skip {
+        () => {
+            match scalar() {
+                Some(b) => b,
+                None => return,
+            }
+        };
+    }
+
+    crate::backend_suite!(scalar_or_skip!());
+}
