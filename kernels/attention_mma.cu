@@ -129,6 +129,29 @@ struct TileIter {
     }
 };
 
+// load_kv_tile: the tile's 64 key rows of K or V into shared rows of D + SMEM_PAD halfs;
+// rows of missing keys (padding, >= N) are zero-filled.
+template <int D>
+__device__ __forceinline__ void load_kv_rows(u16* dst, const u16* src, const Tile& tile, int n) {
+    constexpr int CHUNKS = D / 8; // 16-byte chunks per row
+    for (int c = threadIdx.x; c < BLOCK_N * CHUNKS; c += blockDim.x) {
+        const int r = c / CHUNKS, ch = c % CHUNKS;
+        int key = tile.cols ? (r < tile.count ? tile.cols[r] : -1) : tile.start + r;
+        const bool ok = key >= 0 && key < n;
+        key = ok ? key : 0;
+        cp_async16(&dst[r * (D + SMEM_PAD) + ch * 8], src + (size_t)key * D + ch * 8, ok);
+    }
+}
+
+// The tile's key of every column (-1: none), for apply_mask.
+__device__ __forceinline__ void load_keys(const Tile& tile, int n, int* keys_s) {
+    if (threadIdx.x < BLOCK_N) {
+        const int t = threadIdx.x;
+        const int key = tile.cols ? (t < tile.count ? tile.cols[t] : -1) : tile.start + t;
+        keys_s[t] = key < n ? key : -1;
+    }
+}
+
 template <typename T, int D>
 __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                               const u16* __restrict__ k, const u16* __restrict__ v,
@@ -141,7 +164,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     constexpr int KD = D / 16; // k-steps of Q.K^T
     constexpr int NB = BLOCK_N / 8;
     constexpr int DB = D / 8;
-    constexpr int CHUNKS = D / 8; // 16-byte chunks per row
+    constexpr int CHUNKS = D / 8; // 16-byte chunks per row of the Q tile
     __shared__ __align__(16) u16 k_s[BLOCK_N * LD];
     __shared__ __align__(16) u16 v_s[BLOCK_N * LD];
     __shared__ int keys_s[BLOCK_N];
@@ -203,33 +226,20 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         it.cols = column_index + row * p.nnz_v;
         it.offsets = block_offset + row * p.nnz_s;
     }
-    Tile tile;
-    while (it.next(tile)) {
-        // load_kv_tile: keys of the tile (-1 = none), K then V as two cp.async groups.
-        if (tid < BLOCK_N) {
-            int key;
-            if (tile.cols) key = tid < tile.count ? tile.cols[tid] : -1;
-            else key = tile.start + tid;
-            keys_s[tid] = key < n ? key : -1;
-        }
-        for (int c = tid; c < BLOCK_N * CHUNKS; c += blockDim.x) {
-            const int r = c / CHUNKS, ch = c % CHUNKS;
-            int key = tile.cols ? (r < tile.count ? tile.cols[r] : -1) : tile.start + r;
-            const bool ok = key >= 0 && key < n;
-            key = ok ? key : 0;
-            cp_async16(&k_s[r * LD + ch * 8], kh + (size_t)key * D + ch * 8, ok);
-        }
+    // Software pipeline: V(t) streams in while S(t) is computed, K(t+1) while P(t).V(t) is.
+    Tile tile, next_tile;
+    bool have = it.next(tile);
+    if (have) {
+        load_keys(tile, n, keys_s);
+        load_kv_rows<D>(k_s, kh, tile, n);
         cp_async_commit();
-        for (int c = tid; c < BLOCK_N * CHUNKS; c += blockDim.x) {
-            const int r = c / CHUNKS, ch = c % CHUNKS;
-            int key = tile.cols ? (r < tile.count ? tile.cols[r] : -1) : tile.start + r;
-            const bool ok = key >= 0 && key < n;
-            key = ok ? key : 0;
-            cp_async16(&v_s[r * LD + ch * 8], vh + (size_t)key * D + ch * 8, ok);
-        }
-        cp_async_commit();
-        cp_async_wait<1>();
+    }
+    while (have) {
+        const bool have_next = it.next(next_tile);
+        cp_async_wait<0>(); // K(t) and its keys are in
         __syncthreads();
+        load_kv_rows<D>(v_s, vh, tile, n);
+        cp_async_commit();
 
         // scores: S = Q K^T for this warp's 16 rows x 64 keys.
         float s[NB][4];
@@ -292,9 +302,14 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
             o[db][2] *= corr[1];
             o[db][3] *= corr[1];
         }
-        // accumulate_pv: O += P V.
-        cp_async_wait<0>();
+        // accumulate_pv: O += P V, with K(t+1) in flight.
+        cp_async_wait<0>(); // V(t) is in; every warp is done with k_s and keys_s
         __syncthreads();
+        if (have_next) {
+            load_keys(next_tile, n, keys_s);
+            load_kv_rows<D>(k_s, kh, next_tile, n);
+            cp_async_commit();
+        }
 #pragma unroll
         for (int kk = 0; kk < BLOCK_N / 16; ++kk) {
 #pragma unroll
@@ -306,7 +321,9 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                 Mma<T>::run(o[db + 1], pf[kk], bfr[2], bfr[3]);
             }
         }
-        __syncthreads();
+        __syncthreads(); // every warp is done with v_s
+        tile = next_tile;
+        have = have_next;
     }
 
     // store_o: normalise by the row sums (reduced over the 4 lanes of a row).
