@@ -1,14 +1,16 @@
 // FlashAttention-2 style attention on tensor cores (mma.sync m16n8k16, f16/bf16 inputs,
 // f32 accumulation, online softmax in exp2), one core for dense causal, A-shape and the
-// shared sparse index. A CTA owns one 64-row block (BLOCK_M = BLOCK, 4 warps x 16 rows) and
+// shared sparse index. A CTA owns one 64-row block (BLOCK_M = BLOCK, 2 warps x 32 rows) and
 // walks the key tiles its mode names (TileIter): aligned 64-key tiles (dense, A-shape), the
 // index's chunks, and its single columns gathered 64 at a time into dense tiles. K and V
-// tiles are staged through shared memory with cp.async; V's copy overlaps Q.K^T.
+// tiles are staged through shared memory with cp.async; V(t)'s copy overlaps Q.K(t)^T and
+// K(t+1)'s overlaps P.V(t). Q stays in shared memory (dynamic: 3 x [64, D + 8] halfs).
 // Uses AttnParams and MODE_* from attention.cu (same module).
 
 #define BLOCK_M 64
 #define BLOCK_N 64
-#define MMA_WARPS 4
+#define WARP_MT 2   // m16 tiles per warp: each K/V fragment feeds two MMAs
+#define MMA_WARPS (BLOCK_M / (16 * WARP_MT))
 #define SMEM_PAD 8 // halfs of padding per shared row: conflict-free ldmatrix
 
 __device__ __forceinline__ u32 smem_addr(const void* p) {
@@ -165,8 +167,11 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     constexpr int NB = BLOCK_N / 8;
     constexpr int DB = D / 8;
     constexpr int CHUNKS = D / 8; // 16-byte chunks per row of the Q tile
-    __shared__ __align__(16) u16 k_s[BLOCK_N * LD];
-    __shared__ __align__(16) u16 v_s[BLOCK_N * LD];
+    // Dynamic shared memory: q_s, k_s, v_s, each [64, D + SMEM_PAD] halfs.
+    extern __shared__ __align__(16) u16 smem[];
+    u16* q_s = smem;
+    u16* k_s = q_s + BLOCK_M * LD;
+    u16* v_s = k_s + BLOCK_N * LD;
     __shared__ int keys_s[BLOCK_N];
 
     const int bh = blockIdx.y, b = bh / p.q_heads, h = bh % p.q_heads;
@@ -186,27 +191,27 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     const u16* vh = v + ((size_t)b * p.kv_heads + hk) * n * D;
     const int start_m = m * BLOCK_M;
 
-    // load_q_tile: through k_s, into A fragments kept in registers.
+    // load_q_tile: stays in shared memory; A fragments are re-read per k-step.
     for (int c = tid; c < BLOCK_M * CHUNKS; c += blockDim.x) {
         const int r = c / CHUNKS, ch = c % CHUNKS;
         const int i = start_m + r;
-        cp_async16(&k_s[r * LD + ch * 8], qh + (size_t)min(i, n - 1) * D + ch * 8, i < n);
+        cp_async16(&q_s[r * LD + ch * 8], qh + (size_t)min(i, n - 1) * D + ch * 8, i < n);
     }
     cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    u32 qf[KD][4];
-#pragma unroll
-    for (int kk = 0; kk < KD; ++kk)
-        ldmatrix_x4(qf[kk], &k_s[(warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8]);
-    __syncthreads();
 
-    float o[DB][4];
+    float o[WARP_MT][DB][4];
 #pragma unroll
-    for (int db = 0; db < DB; ++db) o[db][0] = o[db][1] = o[db][2] = o[db][3] = 0.f;
-    float row_m[2] = {NEG_INF, NEG_INF}, row_l[2] = {0.f, 0.f};
+    for (int mt = 0; mt < WARP_MT; ++mt)
+#pragma unroll
+        for (int db = 0; db < DB; ++db) o[mt][db][0] = o[mt][db][1] = o[mt][db][2] = o[mt][db][3] = 0.f;
+    float row_m[WARP_MT][2], row_l[WARP_MT][2];
+#pragma unroll
+    for (int mt = 0; mt < WARP_MT; ++mt) {
+        row_m[mt][0] = row_m[mt][1] = NEG_INF;
+        row_l[mt][0] = row_l[mt][1] = 0.f;
+    }
     const int g = lane >> 2, cq = (lane & 3) * 2;
-    const int i0 = start_m + warp * 16 + g, i1 = i0 + 8; // the two rows of this thread
+    const int warp_row = warp * 16 * WARP_MT; // first of this warp's rows within the block
 
     TileIter it;
     it.mode = p.mode;
@@ -236,71 +241,86 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     }
     while (have) {
         const bool have_next = it.next(next_tile);
-        cp_async_wait<0>(); // K(t) and its keys are in
+        cp_async_wait<0>(); // Q, K(t) and its keys are in
         __syncthreads();
         load_kv_rows<D>(v_s, vh, tile, n);
         cp_async_commit();
 
-        // scores: S = Q K^T for this warp's 16 rows x 64 keys.
-        float s[NB][4];
+        // scores: S = Q K^T for this warp's 16 * WARP_MT rows x 64 keys; each K fragment
+        // serves WARP_MT m16 tiles.
+        float s[WARP_MT][NB][4];
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+        for (int mt = 0; mt < WARP_MT; ++mt)
+#pragma unroll
+            for (int nb = 0; nb < NB; ++nb) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < KD; ++kk) {
+            u32 qf[WARP_MT][4];
+#pragma unroll
+            for (int mt = 0; mt < WARP_MT; ++mt)
+                ldmatrix_x4(qf[mt], &q_s[(warp_row + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8]);
 #pragma unroll
             for (int nb = 0; nb < NB; nb += 2) {
                 u32 bfr[4];
                 ldmatrix_x4(bfr, &k_s[(nb * 8 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 +
                                       ((lane >> 3) & 1) * 8]);
-                Mma<T>::run(s[nb], qf[kk], bfr[0], bfr[1]);
-                Mma<T>::run(s[nb + 1], qf[kk], bfr[2], bfr[3]);
+#pragma unroll
+                for (int mt = 0; mt < WARP_MT; ++mt) {
+                    Mma<T>::run(s[mt][nb], qf[mt], bfr[0], bfr[1]);
+                    Mma<T>::run(s[mt][nb + 1], qf[mt], bfr[2], bfr[3]);
+                }
             }
         }
         // apply_mask + online_softmax (log2 units; scale folded into scale_log2).
-        float tile_max[2] = {NEG_INF, NEG_INF};
+        u32 pf[WARP_MT][NB / 2][4]; // P as A fragments of the P.V product
+        float corr[WARP_MT][2];
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
+        for (int mt = 0; mt < WARP_MT; ++mt) {
+            const int i0 = start_m + warp_row + mt * 16 + g, i1 = i0 + 8;
+            float tile_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[nb][e] * p.scale_log2;
-                if (!tile.full) {
-                    const int key = keys_s[nb * 8 + cq + (e & 1)];
-                    const int i = e < 2 ? i0 : i1;
-                    bool ok = key >= 0 && key <= i;
-                    if (p.mode == MODE_A_SHAPE) ok = ok && (key < sink || i - key < local);
-                    if (!ok) x = NEG_INF;
+            for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    float x = s[mt][nb][e] * p.scale_log2;
+                    if (!tile.full) {
+                        const int key = keys_s[nb * 8 + cq + (e & 1)];
+                        const int i = e < 2 ? i0 : i1;
+                        bool ok = key >= 0 && key <= i;
+                        if (p.mode == MODE_A_SHAPE) ok = ok && (key < sink || i - key < local);
+                        if (!ok) x = NEG_INF;
+                    }
+                    s[mt][nb][e] = x;
+                    tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
                 }
-                s[nb][e] = x;
-                tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
             }
-        }
-        float corr[2], m_use[2];
+            float m_use[2];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-            const float m_new = fmaxf(row_m[r], tile_max[r]);
-            m_use[r] = m_new == NEG_INF ? 0.f : m_new;
-            corr[r] = exp2f(row_m[r] - m_use[r]);
-            row_m[r] = m_new;
-            row_l[r] *= corr[r];
-        }
-        u32 pf[NB / 2][4]; // P as A fragments of the P.V product
+            for (int r = 0; r < 2; ++r) {
+                tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+                tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+                const float m_new = fmaxf(row_m[mt][r], tile_max[r]);
+                m_use[r] = m_new == NEG_INF ? 0.f : m_new;
+                corr[mt][r] = exp2f(row_m[mt][r] - m_use[r]);
+                row_m[mt][r] = m_new;
+                row_l[mt][r] *= corr[mt][r];
+            }
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-            const float p0 = exp2f(s[nb][0] - m_use[0]), p1 = exp2f(s[nb][1] - m_use[0]);
-            const float p2 = exp2f(s[nb][2] - m_use[1]), p3 = exp2f(s[nb][3] - m_use[1]);
-            row_l[0] += p0 + p1;
-            row_l[1] += p2 + p3;
-            pf[nb >> 1][(nb & 1) * 2 + 0] = Mma<T>::pack(p0, p1);
-            pf[nb >> 1][(nb & 1) * 2 + 1] = Mma<T>::pack(p2, p3);
-        }
+            for (int nb = 0; nb < NB; ++nb) {
+                const float p0 = exp2f(s[mt][nb][0] - m_use[0]), p1 = exp2f(s[mt][nb][1] - m_use[0]);
+                const float p2 = exp2f(s[mt][nb][2] - m_use[1]), p3 = exp2f(s[mt][nb][3] - m_use[1]);
+                row_l[mt][0] += p0 + p1;
+                row_l[mt][1] += p2 + p3;
+                pf[mt][nb >> 1][(nb & 1) * 2 + 0] = Mma<T>::pack(p0, p1);
+                pf[mt][nb >> 1][(nb & 1) * 2 + 1] = Mma<T>::pack(p2, p3);
+            }
 #pragma unroll
-        for (int db = 0; db < DB; ++db) {
-            o[db][0] *= corr[0];
-            o[db][1] *= corr[0];
-            o[db][2] *= corr[1];
-            o[db][3] *= corr[1];
+            for (int db = 0; db < DB; ++db) {
+                o[mt][db][0] *= corr[mt][0];
+                o[mt][db][1] *= corr[mt][0];
+                o[mt][db][2] *= corr[mt][1];
+                o[mt][db][3] *= corr[mt][1];
+            }
         }
         // accumulate_pv: O += P V, with K(t+1) in flight.
         cp_async_wait<0>(); // V(t) is in; every warp is done with k_s and keys_s
@@ -317,8 +337,11 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                 u32 bfr[4];
                 ldmatrix_x4_trans(bfr, &v_s[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
                                             db * 8 + (lane >> 4) * 8]);
-                Mma<T>::run(o[db], pf[kk], bfr[0], bfr[1]);
-                Mma<T>::run(o[db + 1], pf[kk], bfr[2], bfr[3]);
+#pragma unroll
+                for (int mt = 0; mt < WARP_MT; ++mt) {
+                    Mma<T>::run(o[mt][db], pf[mt][kk], bfr[0], bfr[1]);
+                    Mma<T>::run(o[mt][db + 1], pf[mt][kk], bfr[2], bfr[3]);
+                }
             }
         }
         __syncthreads(); // every warp is done with v_s
@@ -327,20 +350,26 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     }
 
     // store_o: normalise by the row sums (reduced over the 4 lanes of a row).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        row_l[r] += __shfl_xor_sync(0xffffffffu, row_l[r], 1);
-        row_l[r] += __shfl_xor_sync(0xffffffffu, row_l[r], 2);
-    }
-    const float inv0 = row_l[0] > 0.f ? 1.f / row_l[0] : 0.f;
-    const float inv1 = row_l[1] > 0.f ? 1.f / row_l[1] : 0.f;
     u16* oh = out + (size_t)bh * n * D;
 #pragma unroll
-    for (int db = 0; db < DB; ++db) {
-        if (i0 < n)
-            *(u32*)&oh[(size_t)i0 * D + db * 8 + cq] = Mma<T>::pack(o[db][0] * inv0, o[db][1] * inv0);
-        if (i1 < n)
-            *(u32*)&oh[(size_t)i1 * D + db * 8 + cq] = Mma<T>::pack(o[db][2] * inv1, o[db][3] * inv1);
+    for (int mt = 0; mt < WARP_MT; ++mt) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            row_l[mt][r] += __shfl_xor_sync(0xffffffffu, row_l[mt][r], 1);
+            row_l[mt][r] += __shfl_xor_sync(0xffffffffu, row_l[mt][r], 2);
+        }
+        const float inv0 = row_l[mt][0] > 0.f ? 1.f / row_l[mt][0] : 0.f;
+        const float inv1 = row_l[mt][1] > 0.f ? 1.f / row_l[mt][1] : 0.f;
+        const int i0 = start_m + warp_row + mt * 16 + g, i1 = i0 + 8;
+#pragma unroll
+        for (int db = 0; db < DB; ++db) {
+            if (i0 < n)
+                *(u32*)&oh[(size_t)i0 * D + db * 8 + cq] =
+                    Mma<T>::pack(o[mt][db][0] * inv0, o[mt][db][1] * inv0);
+            if (i1 < n)
+                *(u32*)&oh[(size_t)i1 * D + db * 8 + cq] =
+                    Mma<T>::pack(o[mt][db][2] * inv1, o[mt][db][3] * inv1);
+        }
     }
 }
 

@@ -33,8 +33,13 @@ const BLOCK_SPARSE_INDEX: &str = include_str!("../../kernels/block_sparse_index.
 const ROWS_PER_CTA: usize = 8;
 /// Query rows per CTA of the tensor-core kernel (`BLOCK_M`): one index row block.
 const BLOCK_M: usize = BLOCK;
-/// Warps per CTA of the tensor-core kernel (16 rows each).
-const MMA_WARPS: u32 = 4;
+/// Warps per CTA of the tensor-core kernel (32 rows each: `WARP_MT` = 2 m16 tiles).
+const MMA_WARPS: u32 = 2;
+
+/// Dynamic shared memory of the tensor-core kernel: Q, K and V tiles of [64, D + 8] halfs.
+fn mma_smem_bytes(head_dim: usize) -> u32 {
+    (3 * BLOCK_M * (head_dim + 8) * 2) as u32
+}
 /// Key columns per CTA in the vertical-slash estimate (`STAT_COLS` in the kernel).
 const STAT_COLS: usize = 256;
 /// Threads of a top-k selection CTA.
@@ -408,7 +413,7 @@ impl CudaBackend {
                         1,
                     ),
                     block_dim: (32 * MMA_WARPS, 1, 1),
-                    shared_mem_bytes: 0,
+                    shared_mem_bytes: mma_smem_bytes(shape.head_dim),
                 },
             )
         } else {
@@ -427,12 +432,21 @@ impl CudaBackend {
             )
         };
         let f = self.function(family, &name)?;
+        if mma {
+            // Above 48 KiB (D = 128) dynamic shared memory must be opted into.
+            f.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                cfg.shared_mem_bytes as i32,
+            )
+            .map_err(|e| dev_err(&name, format!("set max dynamic shared memory: {e}")))?;
+        }
         let (qb, kb, vb) = (self.buf(q, "q")?, self.buf(k, "k")?, self.buf(v, "v")?);
         let ob = &mut out.storage_mut::<CudaBuf>(NAME, "out")?.0;
         // SAFETY: check_qkv proved q/out are [B, Hq, N, D] and k/v [B, Hkv, N, D] of one dtype
         // (the buffers hold exactly those bytes); D is 64 or 128 (info().head_dims): the
         // scalar kernel's D/32 <= 4 slots per lane fit, and the tensor-core kernel is
-        // instantiated for exactly that D (its shared tiles are [64, D + 8]). Rows i >= N are
+        // instantiated for exactly that D (its dynamic shared memory, mma_smem_bytes(D), is
+        // three [64, D + 8] tiles, opted into above). Rows i >= N are
         // neither read (zero-filled) nor written; keys >= N are zero-filled and masked;
         // grid.y = B*Hq, grid.x = cdiv(N, rows per CTA). `windows`
         // and `uses_index` hold Hq pairs/entries; in sparse mode the index was built or
