@@ -111,7 +111,11 @@ mod bench {
         let [q, k, v] = qkv(&b, &shape, dt)?;
         let mut out = b.empty(&shape.q_dims(), dt)?;
         let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
-        row("dense causal bf16 D=128", h, n, ms, shape.causal_pairs(), d, "tensor-core kernel");
+        row("dense causal bf16 D=128", h, n, ms, shape.causal_pairs(), d, "tensor-core kernel, 4 warps x 16 rows");
+        b.set_warp_tiles(2)?;
+        let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
+        row("dense causal bf16 D=128", h, n, ms, shape.causal_pairs(), d, "tensor-core kernel, 2 warps x 32 rows");
+        b.set_warp_tiles(1)?;
         drop((q, k, v, out));
         // Long context, few heads.
         let (h, n) = if quick { (2, 16384) } else { (4, 131072) };

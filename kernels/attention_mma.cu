@@ -1,6 +1,7 @@
 // FlashAttention-2 style attention on tensor cores (mma.sync m16n8k16, f16/bf16 inputs,
 // f32 accumulation, online softmax in exp2), one core for dense causal, A-shape and the
-// shared sparse index. A CTA owns one 64-row block (BLOCK_M = BLOCK, 2 warps x 32 rows) and
+// shared sparse index. A CTA owns one 64-row block (BLOCK_M = BLOCK; 4 warps x 16 rows, or
+// 2 warps x 32 rows: WARP_MT) and
 // walks the key tiles its mode names (TileIter): aligned 64-key tiles (dense, A-shape), the
 // index's chunks, and its single columns gathered 64 at a time into dense tiles. K and V
 // tiles are staged through shared memory with cp.async; V(t)'s copy overlaps Q.K(t)^T and
@@ -9,8 +10,6 @@
 
 #define BLOCK_M 64
 #define BLOCK_N 64
-#define WARP_MT 2   // m16 tiles per warp: each K/V fragment feeds two MMAs
-#define MMA_WARPS (BLOCK_M / (16 * WARP_MT))
 #define SMEM_PAD 8 // halfs of padding per shared row: conflict-free ldmatrix
 
 __device__ __forceinline__ u32 smem_addr(const void* p) {
@@ -154,7 +153,8 @@ __device__ __forceinline__ void load_keys(const Tile& tile, int n, int* keys_s) 
     }
 }
 
-template <typename T, int D>
+// WARP_MT: m16 tiles per warp (each K/V fragment feeds WARP_MT MMAs); BLOCK_M / (16 WARP_MT) warps.
+template <typename T, int D, int WARP_MT>
 __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                               const u16* __restrict__ k, const u16* __restrict__ v,
                               u16* __restrict__ out, const int* __restrict__ windows,
@@ -373,16 +373,20 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     }
 }
 
-#define ATTENTION_MMA_ENTRY(NAME, T, D)                                                         \
-    extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) NAME(                          \
+#define ATTENTION_MMA_ENTRY(NAME, T, D, MT)                                                     \
+    extern "C" __global__ void __launch_bounds__(2 * BLOCK_M / MT) NAME(                        \
         const AttnParams p, const u16* q, const u16* k, const u16* v, u16* out,                 \
         const int* windows, const int* head_uses_index, const int* block_count,                 \
         const int* block_offset, const int* column_count, const int* column_index) {            \
-        attention_mma<T, D>(p, q, k, v, out, windows, head_uses_index, block_count,            \
-                            block_offset, column_count, column_index);                          \
+        attention_mma<T, D, MT>(p, q, k, v, out, windows, head_uses_index, block_count,         \
+                                block_offset, column_count, column_index);                      \
     }
 
-ATTENTION_MMA_ENTRY(attention_mma_f16_d64, F16, 64)
-ATTENTION_MMA_ENTRY(attention_mma_f16_d128, F16, 128)
-ATTENTION_MMA_ENTRY(attention_mma_bf16_d64, BF16, 64)
-ATTENTION_MMA_ENTRY(attention_mma_bf16_d128, BF16, 128)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt1, F16, 64, 1)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt1, F16, 128, 1)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt1, BF16, 64, 1)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt1, BF16, 128, 1)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt2, F16, 64, 2)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt2, F16, 128, 2)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt2, BF16, 64, 2)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt2, BF16, 128, 2)

@@ -29,6 +29,9 @@ timeout 300 $D/cuda-test --test-threads=1 2>&1 | tee "$OUT/tests.log" | grep -E 
 echo "== compute-sanitizer memcheck (fresh inputs, every pattern and dtype)"
 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $D/cuda-test fresh_random_inputs_every_pattern --exact --test-threads=1 > "$OUT/memcheck.log" 2>&1
 echo "memcheck exit: $?"; tail -5 "$OUT/memcheck.log"
+echo "== ptxas -v (registers, spills) of the tensor-core kernel"
+mkdir -p /tmp/ptx && MINFERENCE_DUMP_PTX=/tmp/ptx $D/cuda-test dump_ptx --ignored --exact >/dev/null 2>&1
+ptxas -arch=sm_90 -v /tmp/ptx/AttentionMma.ptx -o /tmp/ptx/a.cubin 2>&1 | grep -A2 "bf16_d128" | tee "$OUT/ptxas.log"
 echo "== bench"
 timeout 200 $D/cuda_bench 2>&1 | tee "$OUT/bench.log"
 echo "== torch SDPA"

@@ -48,6 +48,19 @@ fn every_family_compiles_for_sm80_and_sm90() {
     }
 }
 
+/// Writes every family's PTX for sm_90 into $MINFERENCE_DUMP_PTX (for `ptxas -v` on a GPU box).
+#[test]
+#[ignore]
+fn dump_ptx() {
+    let Ok(dir) = std::env::var("MINFERENCE_DUMP_PTX") else {
+        return;
+    };
+    for f in Family::ALL {
+        let ptx = compile_family(f, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(format!("{dir}/{f:?}.ptx"), ptx.to_src()).expect("ptx written");
+    }
+}
+
 /// The same suite with the scalar kernel for every dtype (the tensor-core kernel's fallback).
 mod scalar {
     use super::common;
@@ -71,4 +84,29 @@ mod scalar {
     }
 
     crate::backend_suite!(scalar_or_skip!());
+}
+
+/// The same suite with the tensor-core kernel's 2-warps x 32-rows variant.
+mod warp_tiles_2 {
+    use super::common;
+    use super::cuda;
+
+    fn mt2() -> Option<Box<dyn minference::Backend>> {
+        cuda().map(|_| {
+            let b = super::CudaBackend::new().expect("opened a moment ago");
+            b.set_warp_tiles(2).expect("2 is supported");
+            Box::new(b) as Box<dyn minference::Backend>
+        })
+    }
+
+    macro_rules! mt2_or_skip {
+        () => {
+            match mt2() {
+                Some(b) => b,
+                None => return,
+            }
+        };
+    }
+
+    crate::backend_suite!(mt2_or_skip!());
 }

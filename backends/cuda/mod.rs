@@ -17,7 +17,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use half::{bf16, f16};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const NAME: &str = "cuda";
@@ -33,8 +33,11 @@ const BLOCK_SPARSE_INDEX: &str = include_str!("../../kernels/block_sparse_index.
 const ROWS_PER_CTA: usize = 8;
 /// Query rows per CTA of the tensor-core kernel (`BLOCK_M`): one index row block.
 const BLOCK_M: usize = BLOCK;
-/// Warps per CTA of the tensor-core kernel (32 rows each: `WARP_MT` = 2 m16 tiles).
-const MMA_WARPS: u32 = 2;
+/// m16 row tiles per warp of the tensor-core kernel (`WARP_MT`), the tile policy in one
+/// place. 1: 4 warps x 16 rows, ~170 registers, 3 CTAs per SM. 2: 2 warps x 32 rows, each K/V
+/// fragment feeds two MMAs (half the shared-memory traffic) but ~240 registers; on the H100
+/// it measured slower (153 vs 174 TFLOP/s, dense bf16 D=128 N=16384), so 1 is the default.
+const DEFAULT_WARP_MT: usize = 1;
 
 /// Dynamic shared memory of the tensor-core kernel: Q, K and V tiles of [64, D + 8] halfs.
 fn mma_smem_bytes(head_dim: usize) -> u32 {
@@ -192,6 +195,7 @@ pub struct CudaBackend {
     device: String,
     modules: Mutex<HashMap<Family, Arc<CudaModule>>>,
     scalar_only: AtomicBool,
+    warp_mt: AtomicUsize,
 }
 
 fn dtype_suffix(d: DType) -> &'static str {
@@ -248,6 +252,7 @@ impl CudaBackend {
             arch,
             modules: Mutex::new(HashMap::new()),
             scalar_only: AtomicBool::new(false),
+            warp_mt: AtomicUsize::new(DEFAULT_WARP_MT),
         })
     }
 
@@ -255,6 +260,15 @@ impl CudaBackend {
     /// f16 and bf16 run on the tensor-core kernel.
     pub fn set_scalar_only(&self, on: bool) {
         self.scalar_only.store(on, Ordering::Relaxed);
+    }
+
+    /// Row tiles per warp of the tensor-core kernel (1 or 2; for tuning and benches).
+    pub fn set_warp_tiles(&self, warp_mt: usize) -> Result<()> {
+        if !matches!(warp_mt, 1 | 2) {
+            return Err(invalid("warp_mt", format!("{warp_mt}: want 1 or 2")));
+        }
+        self.warp_mt.store(warp_mt, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The kernel `name` of `family`, compiling and loading the family on first use.
@@ -398,11 +412,12 @@ impl CudaBackend {
             None => (&dummy, &dummy, &dummy, &dummy),
         };
         let mma = q.dtype() != DType::F32 && !self.scalar_only.load(Ordering::Relaxed);
+        let warp_mt = self.warp_mt.load(Ordering::Relaxed);
         let (family, name, cfg) = if mma {
             (
                 Family::AttentionMma,
                 format!(
-                    "attention_mma_{}_d{}",
+                    "attention_mma_{}_d{}_mt{warp_mt}",
                     dtype_suffix(q.dtype()),
                     shape.head_dim
                 ),
@@ -412,7 +427,7 @@ impl CudaBackend {
                         (shape.batch * shape.q_heads) as u32,
                         1,
                     ),
-                    block_dim: (32 * MMA_WARPS, 1, 1),
+                    block_dim: ((2 * BLOCK_M / warp_mt) as u32, 1, 1),
                     shared_mem_bytes: mma_smem_bytes(shape.head_dim),
                 },
             )
