@@ -21,7 +21,10 @@ mod bench {
     const WARMUP: usize = 2;
     const REPEATS: usize = 7;
 
-    fn median_ms(b: &dyn Backend, mut f: impl FnMut() -> minference::Result<()>) -> minference::Result<f64> {
+    fn median_ms(
+        b: &dyn Backend,
+        mut f: impl FnMut() -> minference::Result<()>,
+    ) -> minference::Result<f64> {
         for _ in 0..WARMUP {
             f()?;
         }
@@ -52,7 +55,11 @@ mod bench {
         HostTensor::from_f32(dims, &v, dtype)
     }
 
-    fn qkv(b: &CudaBackend, shape: &AttnShape, dtype: DType) -> minference::Result<[DeviceTensor; 3]> {
+    fn qkv(
+        b: &CudaBackend,
+        shape: &AttnShape,
+        dtype: DType,
+    ) -> minference::Result<[DeviceTensor; 3]> {
         Ok([
             b.upload(&random(&shape.q_dims(), dtype, 1)?)?,
             b.upload(&random(&shape.kv_dims(), dtype, 2)?)?,
@@ -73,7 +80,8 @@ mod bench {
                 let at = bh * m.rows + r;
                 let (lo, hi) = ((r * 64) as i64, ((r * 64 + 64) as i64).min(n));
                 total += ix.column_count[at] as u64 * (hi - lo) as u64;
-                for &s in &ix.block_offset[at * m.nnz_s..at * m.nnz_s + ix.block_count[at] as usize] {
+                for &s in &ix.block_offset[at * m.nnz_s..at * m.nnz_s + ix.block_count[at] as usize]
+                {
                     let s = s as i64;
                     for i in lo..hi {
                         total += ((s + 64).min(i + 1).min(n) - s).max(0) as u64;
@@ -111,10 +119,26 @@ mod bench {
         let [q, k, v] = qkv(&b, &shape, dt)?;
         let mut out = b.empty(&shape.q_dims(), dt)?;
         let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
-        row("dense causal bf16 D=128", h, n, ms, shape.causal_pairs(), d, "tensor-core kernel, 4 warps x 16 rows");
+        row(
+            "dense causal bf16 D=128",
+            h,
+            n,
+            ms,
+            shape.causal_pairs(),
+            d,
+            "tensor-core kernel, 4 warps x 16 rows",
+        );
         b.set_warp_tiles(2)?;
         let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
-        row("dense causal bf16 D=128", h, n, ms, shape.causal_pairs(), d, "tensor-core kernel, 2 warps x 32 rows");
+        row(
+            "dense causal bf16 D=128",
+            h,
+            n,
+            ms,
+            shape.causal_pairs(),
+            d,
+            "tensor-core kernel, 2 warps x 32 rows",
+        );
         b.set_warp_tiles(1)?;
         drop((q, k, v, out));
         // Long context, few heads.
@@ -127,26 +151,73 @@ mod bench {
         let windows = vec![Some((sink, local)); h];
         let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;
         let pairs = h as u64 * (0..n).map(|i| keys_a_shape(i, sink, local)).sum::<u64>();
-        row("A-shape 1024+4096 bf16 D=128", h, n, ms, pairs, d, "tensor-core kernel");
+        row(
+            "A-shape 1024+4096 bf16 D=128",
+            h,
+            n,
+            ms,
+            pairs,
+            d,
+            "tensor-core kernel",
+        );
         // Block-sparse top-100, index included.
         let pats = vec![Pattern::BlockSparse { top_k: 100 }; h];
         let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;
         let ix = b.build_index(&q, &k, &pats)?;
         let ms_att = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
         let pairs = index_pairs(&b.download_index(&ix)?);
-        row("block-sparse top-100 incl. index", h, n, ms_ix + ms_att, pairs, d,
-            &format!("index {ms_ix:.3} ms + attention {ms_att:.3} ms"));
-        row("block-sparse top-100 attention only", h, n, ms_att, pairs, d, "");
+        row(
+            "block-sparse top-100 incl. index",
+            h,
+            n,
+            ms_ix + ms_att,
+            pairs,
+            d,
+            &format!("index {ms_ix:.3} ms + attention {ms_att:.3} ms"),
+        );
+        row(
+            "block-sparse top-100 attention only",
+            h,
+            n,
+            ms_att,
+            pairs,
+            d,
+            "",
+        );
         drop(ix);
         // Vertical-slash 1000/6096.
-        let pats = vec![Pattern::VerticalSlash { vertical: 1000, slash: 6096 }; h];
+        let pats = vec![
+            Pattern::VerticalSlash {
+                vertical: 1000,
+                slash: 6096
+            };
+            h
+        ];
         let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;
         let ix = b.build_index(&q, &k, &pats)?;
         let ms_att = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
         let pairs = index_pairs(&b.download_index(&ix)?);
-        row("vertical-slash 1000/6096 sparse kernel", h, n, ms_att, pairs, d, "");
-        row("vertical-slash 1000/6096 incl. index", h, n, ms_ix + ms_att, pairs, d,
-            &format!("index {ms_ix:.3} ms = {:.1}% of total", 100.0 * ms_ix / (ms_ix + ms_att)));
+        row(
+            "vertical-slash 1000/6096 sparse kernel",
+            h,
+            n,
+            ms_att,
+            pairs,
+            d,
+            "",
+        );
+        row(
+            "vertical-slash 1000/6096 incl. index",
+            h,
+            n,
+            ms_ix + ms_att,
+            pairs,
+            d,
+            &format!(
+                "index {ms_ix:.3} ms = {:.1}% of total",
+                100.0 * ms_ix / (ms_ix + ms_att)
+            ),
+        );
         Ok(())
     }
 }

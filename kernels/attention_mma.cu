@@ -37,6 +37,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) {
                  : "r"(smem_addr(p)));
 }
 
+// 2^x on the SFU (ex2.approx.ftz: 2^-inf = 0), for the online softmax.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 template <typename T> struct Mma;
 template <> struct Mma<F16> {
     static __device__ __forceinline__ void run(float c[4], const u32 a[4], u32 b0, u32 b1) {
@@ -271,7 +278,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                 }
             }
         }
-        // apply_mask + online_softmax (log2 units; scale folded into scale_log2).
+        // apply_mask + online_softmax (exp2; softmax scale * LOG2E folded into scale_log2).
         u32 pf[WARP_MT][NB / 2][4]; // P as A fragments of the P.V product
         float corr[WARP_MT][2];
 #pragma unroll
@@ -282,7 +289,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
             for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    float x = s[mt][nb][e] * p.scale_log2;
+                    float x = s[mt][nb][e]; // raw q.k: scale > 0 keeps the order
                     if (!tile.full) {
                         const int key = keys_s[nb * 8 + cq + (e & 1)];
                         const int i = e < 2 ? i0 : i1;
@@ -299,16 +306,21 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
             for (int r = 0; r < 2; ++r) {
                 tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
                 tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+                // Row maxima stay in raw q.k units; scale_log2 is applied inside each
+                // exponent with one FMA: 2^(s * scale_log2 - m * scale_log2).
                 const float m_new = fmaxf(row_m[mt][r], tile_max[r]);
-                m_use[r] = m_new == NEG_INF ? 0.f : m_new;
-                corr[mt][r] = exp2f(row_m[mt][r] - m_use[r]);
+                m_use[r] = m_new == NEG_INF ? 0.f : m_new * p.scale_log2;
+                corr[mt][r] = fast_exp2(row_m[mt][r] * p.scale_log2 - m_use[r]);
                 row_m[mt][r] = m_new;
                 row_l[mt][r] *= corr[mt][r];
             }
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
-                const float p0 = exp2f(s[mt][nb][0] - m_use[0]), p1 = exp2f(s[mt][nb][1] - m_use[0]);
-                const float p2 = exp2f(s[mt][nb][2] - m_use[1]), p3 = exp2f(s[mt][nb][3] - m_use[1]);
+                const float sc = p.scale_log2;
+                const float p0 = fast_exp2(fmaf(s[mt][nb][0], sc, -m_use[0]));
+                const float p1 = fast_exp2(fmaf(s[mt][nb][1], sc, -m_use[0]));
+                const float p2 = fast_exp2(fmaf(s[mt][nb][2], sc, -m_use[1]));
+                const float p3 = fast_exp2(fmaf(s[mt][nb][3], sc, -m_use[1]));
                 row_l[mt][0] += p0 + p1;
                 row_l[mt][1] += p2 + p3;
                 pf[mt][nb >> 1][(nb & 1) * 2 + 0] = Mma<T>::pack(p0, p1);

@@ -338,9 +338,7 @@ impl CudaBackend {
         if v.is_empty() {
             return self.alloc_i32(1, 0);
         }
-        self.stream
-            .clone_htod(v)
-            .map_err(|e| dev_err("upload", e))
+        self.stream.clone_htod(v).map_err(|e| dev_err("upload", e))
     }
 
     fn download_i32(&self, s: &CudaSlice<i32>, len: usize) -> Result<Vec<i32>> {
@@ -722,9 +720,10 @@ impl Backend for CudaBackend {
             device: self.device.clone(),
             dtypes: vec![DType::F32, DType::F16, DType::BF16],
             head_dims: HEAD_DIMS.to_vec(),
-            notes: "f16/bf16: tensor-core mma.sync FA2 kernel; f32: scalar kernel (one warp per row, \
+            notes:
+                "f16/bf16: tensor-core mma.sync FA2 kernel; f32: scalar kernel (one warp per row, \
                     f32 arithmetic); index pipeline on the GPU"
-                .into(),
+                    .into(),
         }
     }
 
@@ -900,7 +899,9 @@ impl Backend for CudaBackend {
         for win in windows {
             match *win {
                 // Windows wider than N behave as N: clamp so they fit in i32.
-                Some((sink, local)) => w.extend([to_i32("sink", sink.min(n))?, to_i32("local", local.min(n))?]),
+                Some((sink, local)) => {
+                    w.extend([to_i32("sink", sink.min(n))?, to_i32("local", local.min(n))?])
+                }
                 None => w.extend([-1, -1]),
             }
         }
