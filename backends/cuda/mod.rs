@@ -509,6 +509,7 @@ impl CudaBackend {
     }
 
     /// The vertical-slash stages: estimate, selection, conversion.
+    #[allow(clippy::too_many_arguments)]
     fn build_vertical_slash(
         &self,
         meta: &IndexMeta,
