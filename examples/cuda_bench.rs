@@ -126,7 +126,7 @@ mod bench {
             ms,
             shape.causal_pairs(),
             d,
-            "tensor-core kernel, 4 warps x 16 rows",
+            "tensor-core kernel, default (64-row CTAs, 4 warps x 16 rows)",
         );
         b.set_warp_tiles(2)?;
         let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
@@ -137,9 +137,21 @@ mod bench {
             ms,
             shape.causal_pairs(),
             d,
-            "tensor-core kernel, 2 warps x 32 rows",
+            "tensor-core kernel, 64-row CTAs, 2 warps x 32 rows",
         );
         b.set_warp_tiles(1)?;
+        b.set_wide_rows(true);
+        let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
+        row(
+            "dense causal bf16 D=128",
+            h,
+            n,
+            ms,
+            shape.causal_pairs(),
+            d,
+            "tensor-core kernel, 128-row CTAs, 8 warps x 16 rows",
+        );
+        b.set_wide_rows(false);
         drop((q, k, v, out));
         // Long context, few heads.
         let (h, n) = if quick { (2, 16384) } else { (4, 131072) };
@@ -158,8 +170,21 @@ mod bench {
             ms,
             pairs,
             d,
-            "tensor-core kernel",
+            "tensor-core kernel, default (64-row CTAs)",
         );
+        b.set_wide_rows(true);
+        let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;
+        let pairs = h as u64 * (0..n).map(|i| keys_a_shape(i, sink, local)).sum::<u64>();
+        row(
+            "A-shape 1024+4096 bf16 D=128",
+            h,
+            n,
+            ms,
+            pairs,
+            d,
+            "tensor-core kernel, 128-row CTAs",
+        );
+        b.set_wide_rows(false);
         // Block-sparse top-100, index included.
         let pats = vec![Pattern::BlockSparse { top_k: 100 }; h];
         let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;

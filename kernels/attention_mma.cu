@@ -84,14 +84,14 @@ struct Tile {
 
 // "Which key tiles does row block m visit": the policy lives here, not in the core.
 struct TileIter {
-    int mode, m, n, sink, local;
+    int mode, m, bm, n, sink, local; // bm: rows of the CTA (64, or 128 for dense/A-shape)
     int cc, bc;
     const int* cols;
     const int* offsets;
     int t;
 
     __device__ bool next(Tile& tile) {
-        const int start_m = m * BLOCK_M, end_m = min(start_m + BLOCK_M, n);
+        const int start_m = m * bm, end_m = min(start_m + bm, n);
         if (mode == MODE_SPARSE) {
             const int gathers = (cc + BLOCK_N - 1) / BLOCK_N;
             if (t < gathers) {
@@ -112,10 +112,10 @@ struct TileIter {
             }
             return false;
         }
-        // Dense and A-shape: aligned tiles s = 64t up to the diagonal tile.
+        // Dense and A-shape: aligned tiles s = 64t up to the one holding the last row.
         for (;;) {
             const int s = t * BLOCK_N;
-            if (s > start_m) return false;
+            if (s > end_m - 1) return false;
             ++t;
             tile.start = s;
             tile.cols = nullptr;
@@ -160,8 +160,10 @@ __device__ __forceinline__ void load_keys(const Tile& tile, int n, int* keys_s) 
     }
 }
 
-// WARP_MT: m16 tiles per warp (each K/V fragment feeds WARP_MT MMAs); BLOCK_M / (16 WARP_MT) warps.
-template <typename T, int D, int WARP_MT>
+// WARP_MT: m16 tiles per warp (each K/V fragment feeds WARP_MT MMAs); BM / (16 WARP_MT) warps.
+// BM: query rows per CTA, BLOCK_M (one index row block) or 128 (dense and A-shape only: each
+// K/V tile then serves twice the rows, halving L2 traffic per FLOP).
+template <typename T, int D, int WARP_MT, int BM>
 __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                               const u16* __restrict__ k, const u16* __restrict__ v,
                               u16* __restrict__ out, const int* __restrict__ windows,
@@ -177,7 +179,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     // Dynamic shared memory: q_s, k_s, v_s, each [64, D + SMEM_PAD] halfs.
     extern __shared__ __align__(16) u16 smem[];
     u16* q_s = smem;
-    u16* k_s = q_s + BLOCK_M * LD;
+    u16* k_s = q_s + BM * LD;
     u16* v_s = k_s + BLOCK_N * LD;
     __shared__ int keys_s[BLOCK_N];
 
@@ -196,10 +198,10 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     const u16* qh = q + (size_t)bh * n * D;
     const u16* kh = k + ((size_t)b * p.kv_heads + hk) * n * D;
     const u16* vh = v + ((size_t)b * p.kv_heads + hk) * n * D;
-    const int start_m = m * BLOCK_M;
+    const int start_m = m * BM;
 
     // load_q_tile: stays in shared memory; A fragments are re-read per k-step.
-    for (int c = tid; c < BLOCK_M * CHUNKS; c += blockDim.x) {
+    for (int c = tid; c < BM * CHUNKS; c += blockDim.x) {
         const int r = c / CHUNKS, ch = c % CHUNKS;
         const int i = start_m + r;
         cp_async16(&q_s[r * LD + ch * 8], qh + (size_t)min(i, n - 1) * D + ch * 8, i < n);
@@ -223,6 +225,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     TileIter it;
     it.mode = p.mode;
     it.m = m;
+    it.bm = BM;
     it.n = n;
     it.sink = sink;
     it.local = local;
@@ -385,20 +388,24 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     }
 }
 
-#define ATTENTION_MMA_ENTRY(NAME, T, D, MT)                                                     \
-    extern "C" __global__ void __launch_bounds__(2 * BLOCK_M / MT) NAME(                        \
+#define ATTENTION_MMA_ENTRY(NAME, T, D, MT, BM)                                                 \
+    extern "C" __global__ void __launch_bounds__(2 * BM / MT) NAME(                             \
         const AttnParams p, const u16* q, const u16* k, const u16* v, u16* out,                 \
         const int* windows, const int* head_uses_index, const int* block_count,                 \
         const int* block_offset, const int* column_count, const int* column_index) {            \
-        attention_mma<T, D, MT>(p, q, k, v, out, windows, head_uses_index, block_count,         \
-                                block_offset, column_count, column_index);                      \
+        attention_mma<T, D, MT, BM>(p, q, k, v, out, windows, head_uses_index, block_count,     \
+                                    block_offset, column_count, column_index);                  \
     }
 
-ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt1, F16, 64, 1)
-ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt1, F16, 128, 1)
-ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt1, BF16, 64, 1)
-ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt1, BF16, 128, 1)
-ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt2, F16, 64, 2)
-ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt2, F16, 128, 2)
-ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt2, BF16, 64, 2)
-ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt2, BF16, 128, 2)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt1, F16, 64, 1, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt1, F16, 128, 1, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt1, BF16, 64, 1, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt1, BF16, 128, 1, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt2, F16, 64, 2, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt2, F16, 128, 2, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt2, BF16, 64, 2, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt2, BF16, 128, 2, BLOCK_M)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt1_bm128, F16, 64, 1, 128)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt1_bm128, F16, 128, 1, 128)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt1_bm128, BF16, 64, 1, 128)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt1_bm128, BF16, 128, 1, 128)

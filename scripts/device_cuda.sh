@@ -31,7 +31,7 @@ timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $D/cuda-test fr
 echo "memcheck exit: $?"; tail -5 "$OUT/memcheck.log"
 echo "== ptxas -v (registers, spills) of the tensor-core kernel"
 mkdir -p /tmp/ptx && MINFERENCE_DUMP_PTX=/tmp/ptx $D/cuda-test dump_ptx --ignored --exact >/dev/null 2>&1
-ptxas -arch=sm_90 -v /tmp/ptx/AttentionMma.ptx -o /tmp/ptx/a.cubin 2>&1 | grep -A2 "bf16_d128" | tee "$OUT/ptxas.log"
+ptxas -arch=sm_90 -v /tmp/ptx/AttentionMma.ptx -o /tmp/ptx/a.cubin 2>&1 | grep -A2 "bf16_d128_" | tee "$OUT/ptxas.log"
 echo "== bench"
 timeout 200 $D/cuda_bench 2>&1 | tee "$OUT/bench.log"
 echo "== torch SDPA"

@@ -110,3 +110,28 @@ mod warp_tiles_2 {
 
     crate::backend_suite!(mt2_or_skip!());
 }
+
+/// The same suite with 128-row CTAs for dense and A-shape heads.
+mod wide_rows {
+    use super::common;
+    use super::cuda;
+
+    fn wide() -> Option<Box<dyn minference::Backend>> {
+        cuda().map(|_| {
+            let b = super::CudaBackend::new().expect("opened a moment ago");
+            b.set_wide_rows(true);
+            Box::new(b) as Box<dyn minference::Backend>
+        })
+    }
+
+    macro_rules! wide_or_skip {
+        () => {
+            match wide() {
+                Some(b) => b,
+                None => return,
+            }
+        };
+    }
+
+    crate::backend_suite!(wide_or_skip!());
+}

@@ -39,9 +39,16 @@ const BLOCK_M: usize = BLOCK;
 /// it measured slower (153 vs 174 TFLOP/s, dense bf16 D=128 N=16384), so 1 is the default.
 const DEFAULT_WARP_MT: usize = 1;
 
-/// Dynamic shared memory of the tensor-core kernel: Q, K and V tiles of [64, D + 8] halfs.
-fn mma_smem_bytes(head_dim: usize) -> u32 {
-    (3 * BLOCK_M * (head_dim + 8) * 2) as u32
+/// Query rows per CTA of the tensor-core kernel for dense and A-shape heads when wide rows
+/// are on: each K/V tile then serves 128 rows, halving L2 traffic per FLOP. On the H100 it
+/// measured slower (dense 167 vs 174 TFLOP/s, A-shape 2.38 vs 2.15 ms/head), so it is off by
+/// default. The sparse kernel always uses one index row block (`BLOCK_M`).
+const WIDE_BLOCK_M: usize = 128;
+
+/// Dynamic shared memory of the tensor-core kernel: a Q tile of [block_m, D + 8] halfs and
+/// K and V tiles of [64, D + 8] halfs.
+fn mma_smem_bytes(block_m: usize, head_dim: usize) -> u32 {
+    ((block_m + 2 * BLOCK) * (head_dim + 8) * 2) as u32
 }
 /// Key columns per CTA in the vertical-slash estimate (`STAT_COLS` in the kernel).
 const STAT_COLS: usize = 256;
@@ -196,6 +203,7 @@ pub struct CudaBackend {
     modules: Mutex<HashMap<Family, Arc<CudaModule>>>,
     scalar_only: AtomicBool,
     warp_mt: AtomicUsize,
+    wide_rows: AtomicBool,
 }
 
 fn dtype_suffix(d: DType) -> &'static str {
@@ -253,6 +261,7 @@ impl CudaBackend {
             modules: Mutex::new(HashMap::new()),
             scalar_only: AtomicBool::new(false),
             warp_mt: AtomicUsize::new(DEFAULT_WARP_MT),
+            wide_rows: AtomicBool::new(false),
         })
     }
 
@@ -269,6 +278,11 @@ impl CudaBackend {
         }
         self.warp_mt.store(warp_mt, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// 128-row CTAs for dense and A-shape heads (default off; with 1 row tile per warp only).
+    pub fn set_wide_rows(&self, on: bool) {
+        self.wide_rows.store(on, Ordering::Relaxed);
     }
 
     /// The kernel `name` of `family`, compiling and loading the family on first use.
@@ -411,22 +425,33 @@ impl CudaBackend {
         };
         let mma = q.dtype() != DType::F32 && !self.scalar_only.load(Ordering::Relaxed);
         let warp_mt = self.warp_mt.load(Ordering::Relaxed);
+        let block_m =
+            if mode != MODE_SPARSE && warp_mt == 1 && self.wide_rows.load(Ordering::Relaxed) {
+                WIDE_BLOCK_M
+            } else {
+                BLOCK_M
+            };
         let (family, name, cfg) = if mma {
             (
                 Family::AttentionMma,
                 format!(
-                    "attention_mma_{}_d{}_mt{warp_mt}",
+                    "attention_mma_{}_d{}_mt{warp_mt}{}",
                     dtype_suffix(q.dtype()),
-                    shape.head_dim
+                    shape.head_dim,
+                    if block_m == WIDE_BLOCK_M {
+                        "_bm128"
+                    } else {
+                        ""
+                    }
                 ),
                 LaunchConfig {
                     grid_dim: (
-                        grid_1d(shape.seq_len, BLOCK_M),
+                        grid_1d(shape.seq_len, block_m),
                         (shape.batch * shape.q_heads) as u32,
                         1,
                     ),
-                    block_dim: ((2 * BLOCK_M / warp_mt) as u32, 1, 1),
-                    shared_mem_bytes: mma_smem_bytes(shape.head_dim),
+                    block_dim: ((2 * block_m / warp_mt) as u32, 1, 1),
+                    shared_mem_bytes: mma_smem_bytes(block_m, shape.head_dim),
                 },
             )
         } else {
@@ -458,8 +483,9 @@ impl CudaBackend {
         // SAFETY: check_qkv proved q/out are [B, Hq, N, D] and k/v [B, Hkv, N, D] of one dtype
         // (the buffers hold exactly those bytes); D is 64 or 128 (info().head_dims): the
         // scalar kernel's D/32 <= 4 slots per lane fit, and the tensor-core kernel is
-        // instantiated for exactly that D (its dynamic shared memory, mma_smem_bytes(D), is
-        // three [64, D + 8] tiles, opted into above). Rows i >= N are
+        // instantiated for exactly that D and block_m (its dynamic shared memory,
+        // mma_smem_bytes, is [block_m + 128, D + 8] halfs, opted into above; block_m = 128
+        // only in dense/A-shape modes, which read no index rows). Rows i >= N are
         // neither read (zero-filled) nor written; keys >= N are zero-filled and masked;
         // grid.y = B*Hq, grid.x = cdiv(N, rows per CTA). `windows`
         // and `uses_index` hold Hq pairs/entries; in sparse mode the index was built or
