@@ -5,6 +5,7 @@
 mod common;
 
 use minference::cuda_backend::{compile_family, nvrtc_present, CudaBackend, Family};
+use std::io::Write;
 
 /// The CUDA backend, or `None` (after a loud message) when no device is usable here.
 fn cuda() -> Option<Box<dyn minference::Backend>> {
@@ -14,7 +15,8 @@ fn cuda() -> Option<Box<dyn minference::Backend>> {
             if std::env::var("MINFERENCE_REQUIRE_CUDA").as_deref() == Ok("1") {
                 panic!("MINFERENCE_REQUIRE_CUDA=1 but the CUDA backend does not open: {e}");
             }
-            eprintln!("SKIPPED: no CUDA device: {e}");
+            // Straight to stderr: libtest captures `eprintln!` of passing tests.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no CUDA device: {e}");
             None
         }
     }
@@ -38,7 +40,7 @@ fn every_family_compiles_for_sm80_and_sm90() {
         if std::env::var("MINFERENCE_REQUIRE_CUDA").as_deref() == Ok("1") {
             panic!("MINFERENCE_REQUIRE_CUDA=1 but libnvrtc is not found");
         }
-        eprintln!("SKIPPED: libnvrtc not found");
+        let _ = writeln!(std::io::stderr(), "SKIPPED: libnvrtc not found");
         return;
     }
     for arch in ["sm_80", "sm_90"] {
