@@ -218,6 +218,21 @@ fn to_i32(name: &str, x: usize) -> Result<i32> {
     i32::try_from(x).map_err(|_| invalid(name, format!("{x} does not fit in i32")))
 }
 
+/// NVRTC's `arch` option for a compute capability (it takes a `'static` name). Known ones
+/// are literals; any other is leaked once per backend opened (a few bytes).
+fn arch_name(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (8, 0) => "sm_80",
+        (8, 6) => "sm_86",
+        (8, 7) => "sm_87",
+        (8, 9) => "sm_89",
+        (9, 0) => "sm_90",
+        (10, 0) => "sm_100",
+        (12, 0) => "sm_120",
+        _ => Box::leak(format!("sm_{major}{minor}").into_boxed_str()),
+    }
+}
+
 fn grid_1d(n: usize, per: usize) -> u32 {
     n.div_ceil(per).max(1) as u32
 }
@@ -250,8 +265,7 @@ impl CudaBackend {
             )));
         }
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        // Interned once per backend: NVRTC's options take a 'static arch name.
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let arch = arch_name(major, minor);
         let stream = ctx.default_stream();
         Ok(Self {
             device: format!("{name} ({arch}), cudarc + NVRTC"),
