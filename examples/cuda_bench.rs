@@ -1,0 +1,248 @@
+//! Timing harness for the CUDA backend: warm-up, then the median of repeats with a device
+//! synchronize before the clock stops; useful FLOPs = 4 * D * (attended (query, key) pairs).
+//!
+//! `cargo run --release --features cuda --example cuda_bench [-- quick]`
+#[cfg(feature = "cuda")]
+fn main() -> minference::Result<()> {
+    bench::run(std::env::args().any(|a| a == "quick"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn main() {
+    eprintln!("cuda_bench needs `--features cuda`");
+}
+
+#[cfg(feature = "cuda")]
+mod bench {
+    use minference::cuda_backend::CudaBackend;
+    use minference::{AttnShape, Backend, DType, DeviceTensor, HostIndex, HostTensor, Pattern};
+    use std::time::Instant;
+
+    const WARMUP: usize = 2;
+    const REPEATS: usize = 7;
+
+    fn median_ms(
+        b: &dyn Backend,
+        mut f: impl FnMut() -> minference::Result<()>,
+    ) -> minference::Result<f64> {
+        for _ in 0..WARMUP {
+            f()?;
+        }
+        b.synchronize()?;
+        let mut t = Vec::with_capacity(REPEATS);
+        for _ in 0..REPEATS {
+            let s = Instant::now();
+            f()?;
+            b.synchronize()?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        t.sort_by(f64::total_cmp);
+        Ok(t[REPEATS / 2])
+    }
+
+    /// Uniform values in [-1, 1) from a xorshift stream (fast for big tensors).
+    fn random(dims: &[usize], dtype: DType, seed: u64) -> minference::Result<HostTensor> {
+        let n: usize = dims.iter().product();
+        let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        HostTensor::from_f32(dims, &v, dtype)
+    }
+
+    fn qkv(
+        b: &CudaBackend,
+        shape: &AttnShape,
+        dtype: DType,
+    ) -> minference::Result<[DeviceTensor; 3]> {
+        Ok([
+            b.upload(&random(&shape.q_dims(), dtype, 1)?)?,
+            b.upload(&random(&shape.kv_dims(), dtype, 2)?)?,
+            b.upload(&random(&shape.kv_dims(), dtype, 3)?)?,
+        ])
+    }
+
+    /// Pairs the sparse kernel computes (index heads), from the counts and chunk starts.
+    fn index_pairs(ix: &HostIndex) -> u64 {
+        let m = &ix.meta;
+        let n = m.shape.seq_len as i64;
+        let mut total = 0u64;
+        for bh in 0..m.heads_total() {
+            if !m.patterns[bh % m.shape.q_heads].uses_index() {
+                continue;
+            }
+            for r in 0..m.rows {
+                let at = bh * m.rows + r;
+                let (lo, hi) = ((r * 64) as i64, ((r * 64 + 64) as i64).min(n));
+                total += ix.column_count[at] as u64 * (hi - lo) as u64;
+                for &s in &ix.block_offset[at * m.nnz_s..at * m.nnz_s + ix.block_count[at] as usize]
+                {
+                    let s = s as i64;
+                    for i in lo..hi {
+                        total += ((s + 64).min(i + 1).min(n) - s).max(0) as u64;
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    fn keys_a_shape(i: usize, sink: usize, local: usize) -> u64 {
+        let sink_end = sink.min(i + 1);
+        let local_start = (i + 1).saturating_sub(local).max(sink_end);
+        (sink_end + (i + 1 - local_start)) as u64
+    }
+
+    fn row(name: &str, heads: usize, n: usize, ms: f64, pairs: u64, d: usize, extra: &str) {
+        let tflops = 4.0 * d as f64 * pairs as f64 / (ms * 1e-3) / 1e12;
+        println!(
+            "| {name} | H={heads} N={n} | {ms:.3} ms | {:.3} ms/head | {tflops:.1} | {extra} |",
+            ms / heads as f64
+        );
+    }
+
+    pub fn run(quick: bool) -> minference::Result<()> {
+        let b = CudaBackend::new()?;
+        println!("device: {}", b.info().device);
+        println!("| what | shape | time | per head | useful TFLOP/s | notes |");
+        println!("|---|---|---|---|---|---|");
+        let d = 128;
+        let dt = DType::BF16;
+        // Dense causal.
+        let (h, n) = if quick { (4, 4096) } else { (32, 16384) };
+        let shape = AttnShape::new(1, h, h, n, d)?;
+        let [q, k, v] = qkv(&b, &shape, dt)?;
+        let mut out = b.empty(&shape.q_dims(), dt)?;
+        let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
+        row(
+            "dense causal bf16 D=128",
+            h,
+            n,
+            ms,
+            shape.causal_pairs(),
+            d,
+            "tensor-core kernel, default (64-row CTAs, 4 warps x 16 rows)",
+        );
+        b.set_warp_tiles(2)?;
+        let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
+        row(
+            "dense causal bf16 D=128",
+            h,
+            n,
+            ms,
+            shape.causal_pairs(),
+            d,
+            "tensor-core kernel, 64-row CTAs, 2 warps x 32 rows",
+        );
+        b.set_warp_tiles(1)?;
+        b.set_wide_rows(true);
+        let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
+        row(
+            "dense causal bf16 D=128",
+            h,
+            n,
+            ms,
+            shape.causal_pairs(),
+            d,
+            "tensor-core kernel, 128-row CTAs, 8 warps x 16 rows",
+        );
+        b.set_wide_rows(false);
+        drop((q, k, v, out));
+        // Long context, few heads.
+        let (h, n) = if quick { (2, 16384) } else { (4, 131072) };
+        let shape = AttnShape::new(1, h, h, n, d)?;
+        let [q, k, v] = qkv(&b, &shape, dt)?;
+        let mut out = b.empty(&shape.q_dims(), dt)?;
+        // A-shape 1024 + 4096.
+        let (sink, local) = (1024, 4096);
+        let windows = vec![Some((sink, local)); h];
+        let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;
+        let pairs = h as u64 * (0..n).map(|i| keys_a_shape(i, sink, local)).sum::<u64>();
+        row(
+            "A-shape 1024+4096 bf16 D=128",
+            h,
+            n,
+            ms,
+            pairs,
+            d,
+            "tensor-core kernel, default (64-row CTAs)",
+        );
+        b.set_wide_rows(true);
+        let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;
+        let pairs = h as u64 * (0..n).map(|i| keys_a_shape(i, sink, local)).sum::<u64>();
+        row(
+            "A-shape 1024+4096 bf16 D=128",
+            h,
+            n,
+            ms,
+            pairs,
+            d,
+            "tensor-core kernel, 128-row CTAs",
+        );
+        b.set_wide_rows(false);
+        // Block-sparse top-100, index included.
+        let pats = vec![Pattern::BlockSparse { top_k: 100 }; h];
+        let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;
+        let ix = b.build_index(&q, &k, &pats)?;
+        let ms_att = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
+        let pairs = index_pairs(&b.download_index(&ix)?);
+        row(
+            "block-sparse top-100 incl. index",
+            h,
+            n,
+            ms_ix + ms_att,
+            pairs,
+            d,
+            &format!("index {ms_ix:.3} ms + attention {ms_att:.3} ms"),
+        );
+        row(
+            "block-sparse top-100 attention only",
+            h,
+            n,
+            ms_att,
+            pairs,
+            d,
+            "",
+        );
+        drop(ix);
+        // Vertical-slash 1000/6096.
+        let pats = vec![
+            Pattern::VerticalSlash {
+                vertical: 1000,
+                slash: 6096
+            };
+            h
+        ];
+        let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;
+        let ix = b.build_index(&q, &k, &pats)?;
+        let ms_att = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
+        let pairs = index_pairs(&b.download_index(&ix)?);
+        row(
+            "vertical-slash 1000/6096 sparse kernel",
+            h,
+            n,
+            ms_att,
+            pairs,
+            d,
+            "",
+        );
+        row(
+            "vertical-slash 1000/6096 incl. index",
+            h,
+            n,
+            ms_ix + ms_att,
+            pairs,
+            d,
+            &format!(
+                "index {ms_ix:.3} ms = {:.1}% of total",
+                100.0 * ms_ix / (ms_ix + ms_att)
+            ),
+        );
+        Ok(())
+    }
+}
