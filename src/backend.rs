@@ -236,6 +236,25 @@ pub fn check_qkv(
     Ok(shape)
 }
 
+/// Check the operands of a sparse-attention call ([`check_qkv`] plus the index's shape).
+pub fn check_sparse(
+    info: &BackendInfo,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    index: &DeviceIndex,
+    out: &DeviceTensor,
+) -> Result<AttnShape> {
+    let shape = check_qkv(info, q, k, v, Some(out))?;
+    if index.meta.shape != shape {
+        return Err(invalid(
+            "index",
+            format!("built for {:?}, used with {shape:?}", index.meta.shape),
+        ));
+    }
+    Ok(shape)
+}
+
 /// Check `windows` (one per query head) for the A-shape kernel.
 pub fn check_windows(shape: &AttnShape, windows: &[Option<(usize, usize)>]) -> Result<()> {
     if windows.len() != shape.q_heads {

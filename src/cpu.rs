@@ -4,7 +4,7 @@
 //! result is computed in float64 and rounded to the storage dtype once, on write.
 
 use crate::backend::{check_qkv, check_windows, Backend, BackendInfo, DeviceIndex, DeviceTensor};
-use crate::error::{invalid, Result};
+use crate::error::Result;
 use crate::index::{build_index, HostIndex};
 use crate::pattern::Pattern;
 use crate::reference::{attention_with, window_keys};
@@ -113,13 +113,7 @@ impl Backend for CpuBackend {
         out: &mut DeviceTensor,
     ) -> Result<()> {
         let ix = index.storage::<HostIndex>(NAME)?;
-        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
-        if ix.meta.shape != shape {
-            return Err(invalid(
-                "index",
-                format!("built for {:?}, used with {shape:?}", ix.meta.shape),
-            ));
-        }
+        crate::backend::check_sparse(&self.info(), q, k, v, index, out)?;
         self.run_rows(q, k, v, out, |_, b, h, i| {
             ix.meta.patterns[h]
                 .uses_index()

@@ -895,13 +895,7 @@ impl Backend for CudaBackend {
         index: &DeviceIndex,
         out: &mut DeviceTensor,
     ) -> Result<()> {
-        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
-        if index.meta.shape != shape {
-            return Err(invalid(
-                "index",
-                format!("built for {:?}, used with {shape:?}", index.meta.shape),
-            ));
-        }
+        let shape = crate::backend::check_sparse(&self.info(), q, k, v, index, out)?;
         let uses: Vec<i32> = index
             .meta
             .patterns

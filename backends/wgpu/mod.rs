@@ -654,13 +654,7 @@ impl Backend for WgpuBackend {
         index: &DeviceIndex,
         out: &mut DeviceTensor,
     ) -> Result<()> {
-        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
-        if index.meta.shape != shape {
-            return Err(invalid(
-                "index",
-                format!("built for {:?}, used with {shape:?}", index.meta.shape),
-            ));
-        }
+        let shape = crate::backend::check_sparse(&self.info(), q, k, v, index, out)?;
         let ix = index.storage::<WgpuIndex>(NAME)?;
         let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
         self.run_attention(
