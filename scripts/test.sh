@@ -12,6 +12,12 @@ if ! have_vulkan_icd || ! ldconfig -p | grep -q libvulkan.so.1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
+if ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
+  echo "== installing a TrueType font for the bench plot test"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fonts-dejavu-core >/dev/null
+fi
 # The WGSL tests must run on a real adapter here: fail, never skip, if none opens.
 export MINFERENCE_REQUIRE_WGPU=1
 
