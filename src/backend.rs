@@ -255,6 +255,20 @@ pub fn check_sparse(
     Ok(shape)
 }
 
+/// Check the operands of an A-shape call ([`check_qkv`] plus [`check_windows`]).
+pub fn check_a_shape(
+    info: &BackendInfo,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    windows: &[Option<(usize, usize)>],
+    out: &DeviceTensor,
+) -> Result<AttnShape> {
+    let shape = check_qkv(info, q, k, v, Some(out))?;
+    check_windows(&shape, windows)?;
+    Ok(shape)
+}
+
 /// Check `windows` (one per query head) for the A-shape kernel.
 pub fn check_windows(shape: &AttnShape, windows: &[Option<(usize, usize)>]) -> Result<()> {
     if windows.len() != shape.q_heads {

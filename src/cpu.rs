@@ -3,7 +3,7 @@
 //! Tensors are held as f64 copies of their stored values (exact for f32, f16, bf16); every
 //! result is computed in float64 and rounded to the storage dtype once, on write.
 
-use crate::backend::{check_qkv, check_windows, Backend, BackendInfo, DeviceIndex, DeviceTensor};
+use crate::backend::{check_a_shape, check_qkv, Backend, BackendInfo, DeviceIndex, DeviceTensor};
 use crate::error::Result;
 use crate::index::{build_index, HostIndex};
 use crate::pattern::Pattern;
@@ -139,8 +139,7 @@ impl Backend for CpuBackend {
         windows: &[Option<(usize, usize)>],
         out: &mut DeviceTensor,
     ) -> Result<()> {
-        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
-        check_windows(&shape, windows)?;
+        check_a_shape(&self.info(), q, k, v, windows, out)?;
         self.run_rows(q, k, v, out, |_, _, h, i| {
             windows[h].map(|(sink, local)| window_keys(&Pattern::AShape { sink, local }, i))
         })

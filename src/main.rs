@@ -229,20 +229,11 @@ fn check(backend: &str, dir: &Path) -> Result<()> {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for path in list_cases(dir)? {
         let mut case = VectorCase::read(&path)?;
-        if !info.dtypes.contains(&case.spec.dtype) {
-            let to = if info.dtypes.contains(&DType::F32) {
-                DType::F32
-            } else {
-                info.dtypes[0]
-            };
+        if let Some(from) = case.cast_for(&info) {
             println!(
-                "note {}: {} lacks {}, running as {to}",
+                "note {}: {} lacks {from}, running as {}",
                 case.spec.name, info.name, case.spec.dtype
             );
-            case.spec.dtype = to;
-            for t in [&mut case.q, &mut case.k, &mut case.v, &mut case.o] {
-                *t = t.cast(to);
-            }
         }
         if let Err(e) = info.check(case.spec.dtype, case.spec.shape.head_dim) {
             println!("SKIP {}: {e}", case.spec.name);
@@ -364,17 +355,14 @@ fn demo(
             } else {
                 // Pairs computed: the index's for index heads, the window's for the others.
                 let index_pairs = match &ix {
-                    Some(ix) => be.download_index(ix)?.pairs(),
+                    Some(ix) => minference::bench::index_pairs(&be.download_index(ix)?),
                     None => 0,
                 };
+                let one_head = AttnShape::new(1, 1, 1, n, head_dim)?;
                 let window_pairs: u64 = pats
                     .iter()
                     .filter(|p| !p.uses_index())
-                    .map(|p| {
-                        (0..n)
-                            .map(|i| reference::window_keys(p, i).len() as u64)
-                            .sum::<u64>()
-                    })
+                    .map(|p| minference::bench::window_pairs(&one_head, p))
                     .sum();
                 pairs = index_pairs + window_pairs;
             }

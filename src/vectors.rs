@@ -288,6 +288,25 @@ impl VectorCase {
         })
     }
 
+    /// Make the case runnable on a backend that lacks its dtype: convert inputs and expected
+    /// output to f32 (or the backend's first dtype). Returns the dtype it had, if converted.
+    pub fn cast_for(&mut self, info: &crate::backend::BackendInfo) -> Option<DType> {
+        let from = self.spec.dtype;
+        if info.dtypes.contains(&from) {
+            return None;
+        }
+        let to = match info.dtypes.first() {
+            Some(_) if info.dtypes.contains(&DType::F32) => DType::F32,
+            Some(&d) => d,
+            None => return None,
+        };
+        self.spec.dtype = to;
+        for t in [&mut self.q, &mut self.k, &mut self.v, &mut self.o] {
+            *t = t.cast(to);
+        }
+        Some(from)
+    }
+
     /// Write to `dir/NAME.safetensors`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let s = &self.spec;
@@ -445,7 +464,7 @@ pub fn atol(dtype: DType) -> f64 {
 }
 
 /// Per row of the layer, the keys it sees given an index (for index heads) and the patterns.
-fn layer_keys<'a>(
+pub fn layer_keys<'a>(
     patterns: &'a [Pattern],
     index: Option<&'a HostIndex>,
 ) -> impl Fn(usize, usize, usize) -> Vec<usize> + Sync + 'a {
@@ -560,6 +579,29 @@ fn check_selections(
     Ok(())
 }
 
+/// The float64 output of a layer on a given index (the backend's own, for index heads) and
+/// the tolerance a backend storing `dtype` is held to: FlashAttention's rule, twice the max
+/// error of a naive same-precision computation ([`reference::naive_low_precision`]) plus
+/// [`atol`].
+pub fn reference_and_tolerance(
+    shape: &AttnShape,
+    [q, k, v]: [&HostTensor; 3],
+    dtype: DType,
+    patterns: &[Pattern],
+    index: Option<&HostIndex>,
+) -> Result<(Vec<f64>, f64)> {
+    let (qf, kf, vf) = (q.to_f64(), k.to_f64(), v.to_f64());
+    let keys = layer_keys(patterns, index);
+    let want = reference::attention_with(shape, &qf, &kf, &vf, |b, h, i| Some(keys(b, h, i)))?;
+    let naive = reference::naive_low_precision(shape, &qf, &kf, &vf, dtype, &keys);
+    let naive_err = naive
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    Ok((want, 2.0 * naive_err + atol(dtype)))
+}
+
 /// Run one case on a backend: poisoned output, layer run, index checks, output tolerance.
 pub fn check_case(backend: &dyn Backend, case: &VectorCase) -> Result<CaseReport> {
     let spec = &case.spec;
@@ -599,16 +641,13 @@ pub fn check_case(backend: &dyn Backend, case: &VectorCase) -> Result<CaseReport
         }
     }
     // The float64 reference on the backend's own index (== the stored `o` when selections match).
-    let (qf, kf, vf) = (case.q.to_f64(), case.k.to_f64(), case.v.to_f64());
-    let keys = layer_keys(&spec.patterns, got_index.as_ref());
-    let want = reference::attention_with(&shape, &qf, &kf, &vf, |b, h, i| Some(keys(b, h, i)))?;
-    let naive = reference::naive_low_precision(&shape, &qf, &kf, &vf, spec.dtype, &keys);
-    let naive_err = naive
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    let tol = 2.0 * naive_err + atol(spec.dtype);
+    let (want, tol) = reference_and_tolerance(
+        &shape,
+        [&case.q, &case.k, &case.v],
+        spec.dtype,
+        &spec.patterns,
+        got_index.as_ref(),
+    )?;
     let mut max_err = 0.0f64;
     let mut worst = None;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {

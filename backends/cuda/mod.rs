@@ -5,7 +5,7 @@
 //! top-k selection, conversion; block-sparse pooling, scores, selection) and attention.
 //! Inputs are checked on the host before any launch; every launch's result is checked.
 
-use crate::backend::{check_qkv, check_windows, Backend, BackendInfo, DeviceIndex, DeviceTensor};
+use crate::backend::{check_a_shape, check_qkv, Backend, BackendInfo, DeviceIndex, DeviceTensor};
 use crate::error::{invalid, Error, Result};
 use crate::index::{HostIndex, IndexMeta};
 use crate::pattern::{Pattern, BLOCK, FORCED_COLUMNS, FORCED_OFFSETS, LAST_Q};
@@ -927,8 +927,7 @@ impl Backend for CudaBackend {
         windows: &[Option<(usize, usize)>],
         out: &mut DeviceTensor,
     ) -> Result<()> {
-        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
-        check_windows(&shape, windows)?;
+        let shape = check_a_shape(&self.info(), q, k, v, windows, out)?;
         let n = shape.seq_len;
         let mut w = Vec::with_capacity(2 * windows.len());
         for win in windows {

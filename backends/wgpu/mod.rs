@@ -14,7 +14,7 @@
 
 mod context;
 
-use crate::backend::{check_qkv, check_windows, Backend, BackendInfo, DeviceIndex, DeviceTensor};
+use crate::backend::{check_a_shape, check_qkv, Backend, BackendInfo, DeviceIndex, DeviceTensor};
 use crate::error::{invalid, Result};
 use crate::index::{HostIndex, IndexMeta};
 use crate::pattern::{Pattern, BLOCK, LAST_Q};
@@ -693,8 +693,7 @@ impl Backend for WgpuBackend {
         windows: &[Option<(usize, usize)>],
         out: &mut DeviceTensor,
     ) -> Result<()> {
-        let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
-        check_windows(&shape, windows)?;
+        let shape = check_a_shape(&self.info(), q, k, v, windows, out)?;
         // Windows beyond N behave as N: clamp so they fit i32.
         let cap = shape.seq_len + 1;
         let w: Vec<[i32; 2]> = windows

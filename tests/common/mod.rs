@@ -8,7 +8,7 @@ use minference::backend::run_layer_into;
 use minference::generate::{random_qkv, structured_qkv, HeadKind};
 use minference::reference;
 use minference::vectors::{
-    atol, check_case, check_index_against_reference, list_cases, VectorCase,
+    check_case, check_index_against_reference, list_cases, reference_and_tolerance, VectorCase,
 };
 use minference::{AttnShape, Backend, DType, HostTensor, Pattern};
 use std::path::Path;
@@ -31,15 +31,11 @@ pub fn all_vectors(backend: &dyn Backend) {
     );
     for p in paths {
         let mut case = VectorCase::read(&p).expect("vector reads");
-        if !info.dtypes.contains(&case.spec.dtype) {
+        if let Some(from) = case.cast_for(&info) {
             eprintln!(
-                "{}: {} lacks {}, running as f32",
+                "{}: {} lacks {from}, running as {}",
                 case.spec.name, info.name, case.spec.dtype
             );
-            case.spec.dtype = DType::F32;
-            for t in [&mut case.q, &mut case.k, &mut case.v, &mut case.o] {
-                *t = t.cast(DType::F32);
-            }
         }
         if info
             .check(case.spec.dtype, case.spec.shape.head_dim)
@@ -108,20 +104,8 @@ pub fn fresh_layer(
         check_index_against_reference(&shape, &q, &k, &v, patterns, hix)
             .unwrap_or_else(|e| panic!("{} index: {e}", backend.info().name));
     }
-    let keys = |b: usize, h: usize, i: usize| match (&host_ix, patterns[h].uses_index()) {
-        (Some(ix), true) => ix.keys_of_row(b, h, i),
-        _ => reference::window_keys(&patterns[h], i),
-    };
-    let (qf, kf, vf) = (q.to_f64(), k.to_f64(), v.to_f64());
-    let want =
-        reference::attention_with(&shape, &qf, &kf, &vf, |b, h, i| Some(keys(b, h, i))).unwrap();
-    let naive = reference::naive_low_precision(&shape, &qf, &kf, &vf, dtype, keys);
-    let naive_err = naive
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    let tol = 2.0 * naive_err + atol(dtype);
+    let (want, tol) =
+        reference_and_tolerance(&shape, [&q, &k, &v], dtype, patterns, host_ix.as_ref()).unwrap();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!(
             (g - w).abs() <= tol,
