@@ -4,8 +4,9 @@
 //! `MINFERENCE_REQUIRE_WGPU=1` (CI, with Mesa lavapipe installed): then they fail.
 mod common;
 
-use minference::wgpu_backend::WgpuBackend;
+use minference::wgpu_backend::{Variant, WgpuBackend};
 use minference::Backend;
+use std::io::Write;
 
 /// The backend, or `None` (after saying why) when no adapter is found and none is required.
 fn wgpu() -> Option<Box<dyn Backend>> {
@@ -31,6 +32,81 @@ macro_rules! or_skip {
 }
 
 backend_suite!(or_skip!());
+
+/// The backend forced to `variant`, or `None` (after a loud SKIPPED line) when there is no
+/// adapter or the adapter cannot run that variant. `MINFERENCE_REQUIRE_WGPU_VARIANTS`
+/// (comma-separated names, e.g. `rowwise,tiled,coop` on a GPU with cooperative matrices) turns
+/// those skips into failures.
+pub fn variant(v: Variant) -> Option<Box<dyn Backend>> {
+    wgpu()?;
+    match WgpuBackend::with_variant(v) {
+        Ok(b) => Some(Box::new(b)),
+        Err(e) => {
+            let required = std::env::var("MINFERENCE_REQUIRE_WGPU_VARIANTS").unwrap_or_default();
+            if required.split(',').any(|s| s.trim() == v.name()) {
+                panic!("MINFERENCE_REQUIRE_WGPU_VARIANTS names `{v}` but it does not open: {e}");
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n**********\nSKIPPED: wgpu variant `{v}`: {e}\n**********\n"
+            );
+            None
+        }
+    }
+}
+
+/// Instantiate the generic suite in a module for one forced [`Variant`].
+macro_rules! variant_suite {
+    ($module:ident, $variant:expr) => {
+        mod $module {
+            use super::common;
+            macro_rules! variant_or_skip {
+                () => {
+                    match super::variant($variant) {
+                        Some(b) => b,
+                        None => return,
+                    }
+                };
+            }
+            crate::backend_suite!(variant_or_skip!());
+        }
+    };
+}
+
+variant_suite!(rowwise, super::Variant::Rowwise);
+
+#[test]
+fn the_default_variant_is_the_fastest_available() {
+    if std::env::var(minference::wgpu_backend::VARIANT_ENV).is_ok() {
+        return; // forced by the environment
+    }
+    let Some(b) = wgpu() else { return };
+    drop(b);
+    let b = WgpuBackend::new().expect("opened a moment ago");
+    let available = b.available_variants();
+    assert!(available.contains(&Variant::Rowwise), "{available:?}");
+    assert_eq!(Some(&b.variant()), available.last(), "{available:?}");
+    assert!(
+        b.info().notes.contains(&format!("variant {}", b.variant())),
+        "{}",
+        b.info().notes
+    );
+}
+
+#[test]
+fn a_bad_variant_name_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_minference"))
+        .args(["check", "--backend", "wgpu"])
+        .env(minference::wgpu_backend::VARIANT_ENV, "fastest")
+        .output()
+        .expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("MINFERENCE_WGPU_VARIANT") && err.contains("fastest"),
+        "{err}"
+    );
+}
 
 #[test]
 fn info_names_the_adapter() {

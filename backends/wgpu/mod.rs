@@ -101,6 +101,14 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     ],
 };
 
+/// The three attention kernels (each has a family per [`Variant`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum AttentionKind {
+    Dense,
+    AShape,
+    Sparse,
+}
+
 /// Mirrors `AttentionParams` in `attention_core.wgsl` (shared by the three attention
 /// kernels: their inputs differ only in buffers, not in scalars).
 #[repr(C)]
@@ -212,17 +220,132 @@ fn u32_of(what: &str, x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| invalid(what, format!("{x} does not fit in u32")))
 }
 
+/// Which attention kernels (dense, A-shape, sparse) the backend runs. The index kernels are
+/// the same for every variant.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// One query row per invocation, K and V read straight from storage, no workgroup memory:
+    /// the slowest and the most forgiving (runs on any adapter, lavapipe included).
+    Rowwise,
+    /// K/V tiles in workgroup memory and register-blocked scores; needs no optional feature.
+    Tiled,
+    /// Q.K^T and P.V on cooperative matrices (wgpu's experimental feature), where the adapter
+    /// reports 16x16x16 f16 inputs with f32 accumulation.
+    CoopMatrix,
+}
+
+impl Variant {
+    /// Every variant, slowest first.
+    pub const ALL: [Variant; 3] = [Variant::Rowwise, Variant::Tiled, Variant::CoopMatrix];
+
+    /// The name used by `MINFERENCE_WGPU_VARIANT` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Rowwise => "rowwise",
+            Variant::Tiled => "tiled",
+            Variant::CoopMatrix => "coop",
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| invalid("variant", format!("`{s}` is not one of rowwise, tiled, coop")))
+    }
+}
+
+/// The environment variable that forces a variant in [`WgpuBackend::new`].
+pub const VARIANT_ENV: &str = "MINFERENCE_WGPU_VARIANT";
+
 /// The wgpu backend.
 pub struct WgpuBackend {
     ctx: Context,
+    variant: Variant,
 }
 
 impl WgpuBackend {
-    /// Open the first wgpu adapter; [`crate::Error::Unavailable`] when there is none.
+    /// Open the first wgpu adapter with the fastest variant it supports, or the one named by
+    /// `MINFERENCE_WGPU_VARIANT` (`rowwise`, `tiled`, `coop`).
+    /// [`crate::Error::Unavailable`] when there is no adapter; [`crate::Error::Unsupported`]
+    /// when the named variant does not run on it.
     pub fn new() -> Result<Self> {
-        Ok(Self {
-            ctx: Context::open()?,
-        })
+        match std::env::var(VARIANT_ENV) {
+            Ok(s) if !s.is_empty() => {
+                let v = s.parse::<Variant>().map_err(|_| {
+                    invalid(
+                        VARIANT_ENV,
+                        format!("`{s}` is not one of rowwise, tiled, coop"),
+                    )
+                })?;
+                Self::with_variant(v)
+            }
+            _ => {
+                let ctx = Context::open()?;
+                let variant = Variant::ALL
+                    .into_iter()
+                    .rev()
+                    .find(|v| Self::unsupported_reason(&ctx, *v).is_none())
+                    .unwrap_or(Variant::Rowwise);
+                Ok(Self { ctx, variant })
+            }
+        }
+    }
+
+    /// Open the first wgpu adapter with `variant`; [`crate::Error::Unsupported`] when the
+    /// adapter cannot run it (the message says why).
+    pub fn with_variant(variant: Variant) -> Result<Self> {
+        let ctx = Context::open()?;
+        if let Some(why) = Self::unsupported_reason(&ctx, variant) {
+            return Err(crate::Error::Unsupported {
+                backend: NAME,
+                what: format!(
+                    "variant `{variant}` on adapter `{}`: {why}",
+                    ctx.adapter_info.name
+                ),
+            });
+        }
+        Ok(Self { ctx, variant })
+    }
+
+    /// The variant this backend runs.
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The variants this backend's adapter can run, slowest first.
+    pub fn available_variants(&self) -> Vec<Variant> {
+        Variant::ALL
+            .into_iter()
+            .filter(|v| Self::unsupported_reason(&self.ctx, *v).is_none())
+            .collect()
+    }
+
+    /// Why `ctx`'s adapter cannot run `variant`, or `None` when it can.
+    fn unsupported_reason(_ctx: &Context, variant: Variant) -> Option<String> {
+        match variant {
+            Variant::Rowwise => None,
+            Variant::Tiled => Some("the tiled kernels are not built yet".into()),
+            Variant::CoopMatrix => Some("the cooperative-matrix kernels are not built yet".into()),
+        }
+    }
+
+    /// The family of attention kernel `kind` for this backend's variant.
+    fn attention_family(&self, kind: AttentionKind) -> &'static Family {
+        match (kind, self.variant) {
+            (AttentionKind::Dense, _) => &DENSE_ATTENTION,
+            (AttentionKind::AShape, _) => &A_SHAPE_ATTENTION,
+            (AttentionKind::Sparse, _) => &SPARSE_ATTENTION,
+        }
     }
 
     fn tensor<'a>(&self, t: &'a DeviceTensor, arg: &str) -> Result<&'a WgpuTensor> {
@@ -321,10 +444,16 @@ impl Backend for WgpuBackend {
             device: format!("{} ({:?}, {})", a.name, a.backend, a.driver),
             dtypes: vec![DType::F32, DType::F16, DType::BF16],
             head_dims: HEAD_DIMS.to_vec(),
-            notes: "portable WGSL: one query row per invocation, f32 online softmax; f16 stored \
-                    as packed pairs (no SHADER_F16 needed); bf16 converted to f32 on upload and \
-                    rounded to bf16 on download"
-                .into(),
+            notes: format!(
+                "variant {}: {}; f32 online softmax; f16 stored as packed pairs (no SHADER_F16 \
+                 needed); bf16 converted to f32 on upload and rounded to bf16 on download",
+                self.variant,
+                match self.variant {
+                    Variant::Rowwise => "one query row per invocation, K/V from storage",
+                    Variant::Tiled => "K/V tiles in workgroup memory, register-blocked scores",
+                    Variant::CoopMatrix => "Q.K^T and P.V on cooperative matrices",
+                }
+            ),
         }
     }
 
@@ -658,7 +787,7 @@ impl Backend for WgpuBackend {
         let ix = index.storage::<WgpuIndex>(NAME)?;
         let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
         self.run_attention(
-            &SPARSE_ATTENTION,
+            self.attention_family(AttentionKind::Sparse),
             q,
             k,
             v,
@@ -682,7 +811,15 @@ impl Backend for WgpuBackend {
     ) -> Result<()> {
         let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
         let params = Self::attention_params(&shape, 0, 0)?;
-        self.run_attention(&DENSE_ATTENTION, q, k, v, out, params, &[])
+        self.run_attention(
+            self.attention_family(AttentionKind::Dense),
+            q,
+            k,
+            v,
+            out,
+            params,
+            &[],
+        )
     }
 
     fn a_shape_attention(
@@ -705,7 +842,15 @@ impl Backend for WgpuBackend {
             .collect();
         let wbuf = self.ctx.storage_with("windows", bytemuck::cast_slice(&w))?;
         let params = Self::attention_params(&shape, 0, 0)?;
-        self.run_attention(&A_SHAPE_ATTENTION, q, k, v, out, params, &[&wbuf])
+        self.run_attention(
+            self.attention_family(AttentionKind::AShape),
+            q,
+            k,
+            v,
+            out,
+            params,
+            &[&wbuf],
+        )
     }
 
     fn synchronize(&self) -> Result<()> {
