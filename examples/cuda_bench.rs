@@ -1,10 +1,14 @@
 //! Timing harness for the CUDA backend: warm-up, then the median of repeats with a device
 //! synchronize before the clock stops; useful FLOPs = 4 * D * (attended (query, key) pairs).
 //!
-//! `cargo run --release --features cuda --example cuda_bench [-- quick]`
+//! `cargo run --release --features cuda --example cuda_bench [-- quick] [dense-only]`
 #[cfg(feature = "cuda")]
 fn main() -> minference::Result<()> {
-    bench::run(std::env::args().any(|a| a == "quick"))
+    let args: Vec<String> = std::env::args().collect();
+    bench::run(
+        args.iter().any(|a| a == "quick"),
+        args.iter().any(|a| a == "dense-only"),
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -106,7 +110,7 @@ mod bench {
         );
     }
 
-    pub fn run(quick: bool) -> minference::Result<()> {
+    pub fn run(quick: bool, dense_only: bool) -> minference::Result<()> {
         let b = CudaBackend::new()?;
         println!("device: {}", b.info().device);
         println!("| what | shape | time | per head | useful TFLOP/s | notes |");
@@ -153,6 +157,9 @@ mod bench {
         );
         b.set_wide_rows(false);
         drop((q, k, v, out));
+        if dense_only {
+            return Ok(());
+        }
         // Long context, few heads.
         let (h, n) = if quick { (2, 16384) } else { (4, 131072) };
         let shape = AttnShape::new(1, h, h, n, d)?;
