@@ -22,19 +22,30 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src),
                  "r"(valid ? 16 : 0));
 }
+// The same on a shared-window address; `valid` false zero-fills the 16 bytes.
+__device__ __forceinline__ void cp_async16_at(u32 dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+// Unconditional copy (the source is known to be in bounds).
+__device__ __forceinline__ void cp_async16_at(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
-__device__ __forceinline__ void ldmatrix_x4(u32 r[4], const void* p) {
+// On a shared-window address (bases computed once; per-fragment offsets fold into the
+// instruction's immediate).
+__device__ __forceinline__ void ldmatrix_x4(u32 r[4], u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(addr));
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], const void* p) {
+__device__ __forceinline__ void ldmatrix_x4_trans(u32 r[4], u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(addr));
 }
 
 // 2^x on the SFU (ex2.approx.ftz: 2^-inf = 0), for the online softmax.
@@ -137,17 +148,41 @@ struct TileIter {
     }
 };
 
-// load_kv_tile: the tile's 64 key rows of K or V into shared rows of D + SMEM_PAD halfs;
-// rows of missing keys (padding, >= N) are zero-filled.
-template <int D>
-__device__ __forceinline__ void load_kv_rows(u16* dst, const u16* src, const Tile& tile, int n) {
-    constexpr int CHUNKS = D / 8; // 16-byte chunks per row
-    for (int c = threadIdx.x; c < BLOCK_N * CHUNKS; c += blockDim.x) {
-        const int r = c / CHUNKS, ch = c % CHUNKS;
-        int key = tile.cols ? (r < tile.count ? tile.cols[r] : -1) : tile.start + r;
-        const bool ok = key >= 0 && key < n;
-        key = ok ? key : 0;
-        cp_async16(&dst[r * (D + SMEM_PAD) + ch * 8], src + (size_t)key * D + ch * 8, ok);
+// load_kv_tile: the tile's 64 key rows of K or V into shared rows of D + SMEM_PAD halfs
+// (`dst`: the tile's shared-window address); rows of missing keys (padding, >= N) are
+// zero-filled. NT threads, each copying fixed 16-byte chunks: row r0 + pass * NT / CHUNKS,
+// chunk tid % CHUNKS. Contiguous tiles wholly below N take the unchecked path.
+template <int D, int NT>
+__device__ __forceinline__ void load_kv_rows(u32 dst, const u16* src, const Tile& tile, int n) {
+    constexpr int CHUNKS = D / 8;            // 16-byte chunks per row
+    constexpr int ROWS_PER_PASS = NT / CHUNKS;
+    constexpr int PASSES = BLOCK_N / ROWS_PER_PASS;
+    static_assert(NT % CHUNKS == 0 && BLOCK_N % ROWS_PER_PASS == 0, "thread layout");
+    const int ch = threadIdx.x % CHUNKS, r0 = threadIdx.x / CHUNKS;
+    const u32 at = dst + (u32)(r0 * (D + SMEM_PAD) + ch * 8) * 2;
+    constexpr u32 PASS_BYTES = ROWS_PER_PASS * (D + SMEM_PAD) * 2;
+    if (!tile.cols) {
+        const u16* from = src + (size_t)(tile.start + r0) * D + ch * 8;
+        if (tile.start + BLOCK_N <= n) {
+#pragma unroll
+            for (int pass = 0; pass < PASSES; ++pass)
+                cp_async16_at(at + pass * PASS_BYTES, from + (size_t)pass * ROWS_PER_PASS * D);
+        } else {
+#pragma unroll
+            for (int pass = 0; pass < PASSES; ++pass) {
+                const bool ok = tile.start + r0 + pass * ROWS_PER_PASS < n;
+                cp_async16_at(at + pass * PASS_BYTES,
+                              ok ? from + (size_t)pass * ROWS_PER_PASS * D : src, ok);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int pass = 0; pass < PASSES; ++pass) {
+            const int r = r0 + pass * ROWS_PER_PASS;
+            const int key = r < tile.count ? tile.cols[r] : -1;
+            const bool ok = key >= 0 && key < n;
+            cp_async16_at(at + pass * PASS_BYTES, src + (size_t)(ok ? key : 0) * D + ch * 8, ok);
+        }
     }
 }
 
@@ -176,7 +211,8 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     constexpr int NB = BLOCK_N / 8;
     constexpr int DB = D / 8;
     constexpr int CHUNKS = D / 8; // 16-byte chunks per row of the Q tile
-    // Dynamic shared memory: q_s, k_s, v_s, each [64, D + SMEM_PAD] halfs.
+    constexpr int NT = 2 * BM / WARP_MT; // threads: BM / (16 WARP_MT) warps
+    // Dynamic shared memory: q_s [BM, LD], k_s [64, LD], v_s [64, LD] halfs.
     extern __shared__ __align__(16) u16 smem[];
     u16* q_s = smem;
     u16* k_s = q_s + BM * LD;
@@ -201,12 +237,20 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     const int start_m = m * BM;
 
     // load_q_tile: stays in shared memory; A fragments are re-read per k-step.
-    for (int c = tid; c < BM * CHUNKS; c += blockDim.x) {
+    for (int c = tid; c < BM * CHUNKS; c += NT) {
         const int r = c / CHUNKS, ch = c % CHUNKS;
         const int i = start_m + r;
         cp_async16(&q_s[r * LD + ch * 8], qh + (size_t)min(i, n - 1) * D + ch * 8, i < n);
     }
     cp_async_commit();
+
+    // Shared-window addresses of this lane's ldmatrix rows; every fragment's address is one
+    // of these plus a compile-time offset.
+    const int warp_row = warp * 16 * WARP_MT; // first of this warp's rows within the block
+    const u32 k_tile = smem_addr(k_s), v_tile = smem_addr(v_s);
+    const u32 q_frag = smem_addr(q_s) + (u32)((warp_row + (lane & 15)) * LD + (lane >> 4) * 8) * 2;
+    const u32 k_frag = k_tile + (u32)(((lane & 7) + ((lane >> 4) << 3)) * LD + ((lane >> 3) & 1) * 8) * 2;
+    const u32 v_frag = v_tile + (u32)(((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8) * 2;
 
     float o[WARP_MT][DB][4];
 #pragma unroll
@@ -220,7 +264,6 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         row_l[mt][0] = row_l[mt][1] = 0.f;
     }
     const int g = lane >> 2, cq = (lane & 3) * 2;
-    const int warp_row = warp * 16 * WARP_MT; // first of this warp's rows within the block
 
     TileIter it;
     it.mode = p.mode;
@@ -246,14 +289,14 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
     bool have = it.next(tile);
     if (have) {
         load_keys(tile, n, keys_s);
-        load_kv_rows<D>(k_s, kh, tile, n);
+        load_kv_rows<D, NT>(k_tile, kh, tile, n);
         cp_async_commit();
     }
     while (have) {
         const bool have_next = it.next(next_tile);
         cp_async_wait<0>(); // Q, K(t) and its keys are in
         __syncthreads();
-        load_kv_rows<D>(v_s, vh, tile, n);
+        load_kv_rows<D, NT>(v_tile, vh, tile, n);
         cp_async_commit();
 
         // scores: S = Q K^T for this warp's 16 * WARP_MT rows x 64 keys; each K fragment
@@ -267,13 +310,11 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         for (int kk = 0; kk < KD; ++kk) {
             u32 qf[WARP_MT][4];
 #pragma unroll
-            for (int mt = 0; mt < WARP_MT; ++mt)
-                ldmatrix_x4(qf[mt], &q_s[(warp_row + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8]);
+            for (int mt = 0; mt < WARP_MT; ++mt) ldmatrix_x4(qf[mt], q_frag + (mt * 16 * LD + kk * 16) * 2);
 #pragma unroll
             for (int nb = 0; nb < NB; nb += 2) {
                 u32 bfr[4];
-                ldmatrix_x4(bfr, &k_s[(nb * 8 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 +
-                                      ((lane >> 3) & 1) * 8]);
+                ldmatrix_x4(bfr, k_frag + (nb * 8 * LD + kk * 16) * 2);
 #pragma unroll
                 for (int mt = 0; mt < WARP_MT; ++mt) {
                     Mma<T>::run(s[mt][nb], qf[mt], bfr[0], bfr[1]);
@@ -281,30 +322,36 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                 }
             }
         }
-        // apply_mask + online_softmax (exp2; softmax scale * LOG2E folded into scale_log2).
+        // apply_mask: only tiles that need it (a CTA-uniform branch); keys past N, after
+        // the row, or outside an A-shape window score -inf.
+        if (!tile.full) {
+#pragma unroll
+            for (int mt = 0; mt < WARP_MT; ++mt) {
+                const int i0 = start_m + warp_row + mt * 16 + g;
+#pragma unroll
+                for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int key = keys_s[nb * 8 + cq + (e & 1)];
+                        const int i = i0 + (e >> 1) * 8;
+                        bool ok = key >= 0 && key <= i;
+                        if (p.mode == MODE_A_SHAPE) ok = ok && (key < sink || i - key < local);
+                        if (!ok) s[mt][nb][e] = NEG_INF;
+                    }
+                }
+            }
+        }
+        // online_softmax (exp2; softmax scale * LOG2E folded into scale_log2).
         u32 pf[WARP_MT][NB / 2][4]; // P as A fragments of the P.V product
-        float corr[WARP_MT][2];
 #pragma unroll
         for (int mt = 0; mt < WARP_MT; ++mt) {
-            const int i0 = start_m + warp_row + mt * 16 + g, i1 = i0 + 8;
             float tile_max[2] = {NEG_INF, NEG_INF};
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float x = s[mt][nb][e]; // raw q.k: scale > 0 keeps the order
-                    if (!tile.full) {
-                        const int key = keys_s[nb * 8 + cq + (e & 1)];
-                        const int i = e < 2 ? i0 : i1;
-                        bool ok = key >= 0 && key <= i;
-                        if (p.mode == MODE_A_SHAPE) ok = ok && (key < sink || i - key < local);
-                        if (!ok) x = NEG_INF;
-                    }
-                    s[mt][nb][e] = x;
-                    tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
-                }
+                tile_max[0] = fmaxf(tile_max[0], fmaxf(s[mt][nb][0], s[mt][nb][1]));
+                tile_max[1] = fmaxf(tile_max[1], fmaxf(s[mt][nb][2], s[mt][nb][3]));
             }
-            float m_use[2];
+            float m_use[2], corr[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
                 tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
@@ -313,9 +360,9 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                 // exponent with one FMA: 2^(s * scale_log2 - m * scale_log2).
                 const float m_new = fmaxf(row_m[mt][r], tile_max[r]);
                 m_use[r] = m_new == NEG_INF ? 0.f : m_new * p.scale_log2;
-                corr[mt][r] = fast_exp2(row_m[mt][r] * p.scale_log2 - m_use[r]);
+                corr[r] = fast_exp2(row_m[mt][r] * p.scale_log2 - m_use[r]);
                 row_m[mt][r] = m_new;
-                row_l[mt][r] *= corr[mt][r];
+                row_l[mt][r] *= corr[r];
             }
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
@@ -329,12 +376,16 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
                 pf[mt][nb >> 1][(nb & 1) * 2 + 0] = Mma<T>::pack(p0, p1);
                 pf[mt][nb >> 1][(nb & 1) * 2 + 1] = Mma<T>::pack(p2, p3);
             }
+            // rescale_o: skipped (warp-uniformly) when no row of the warp's m16 tile got a
+            // new maximum, the common case once a row has seen its large scores.
+            if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-            for (int db = 0; db < DB; ++db) {
-                o[mt][db][0] *= corr[mt][0];
-                o[mt][db][1] *= corr[mt][0];
-                o[mt][db][2] *= corr[mt][1];
-                o[mt][db][3] *= corr[mt][1];
+                for (int db = 0; db < DB; ++db) {
+                    o[mt][db][0] *= corr[0];
+                    o[mt][db][1] *= corr[0];
+                    o[mt][db][2] *= corr[1];
+                    o[mt][db][3] *= corr[1];
+                }
             }
         }
         // accumulate_pv: O += P V, with K(t+1) in flight.
@@ -342,7 +393,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         __syncthreads();
         if (have_next) {
             load_keys(next_tile, n, keys_s);
-            load_kv_rows<D>(k_s, kh, next_tile, n);
+            load_kv_rows<D, NT>(k_tile, kh, next_tile, n);
             cp_async_commit();
         }
 #pragma unroll
@@ -350,8 +401,7 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
 #pragma unroll
             for (int db = 0; db < DB; db += 2) {
                 u32 bfr[4];
-                ldmatrix_x4_trans(bfr, &v_s[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
-                                            db * 8 + (lane >> 4) * 8]);
+                ldmatrix_x4_trans(bfr, v_frag + (kk * 16 * LD + db * 8) * 2);
 #pragma unroll
                 for (int mt = 0; mt < WARP_MT; ++mt) {
                     Mma<T>::run(o[mt][db], pf[mt][kk], bfr[0], bfr[1]);
@@ -409,3 +459,7 @@ ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt1_bm128, F16, 64, 1, 128)
 ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt1_bm128, F16, 128, 1, 128)
 ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt1_bm128, BF16, 64, 1, 128)
 ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt1_bm128, BF16, 128, 1, 128)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d64_mt2_bm128, F16, 64, 2, 128)
+ATTENTION_MMA_ENTRY(attention_mma_f16_d128_mt2_bm128, F16, 128, 2, 128)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d64_mt2_bm128, BF16, 64, 2, 128)
+ATTENTION_MMA_ENTRY(attention_mma_bf16_d128_mt2_bm128, BF16, 128, 2, 128)

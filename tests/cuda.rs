@@ -137,3 +137,30 @@ mod wide_rows {
 
     crate::backend_suite!(wide_or_skip!());
 }
+
+/// The same suite with 128-row CTAs of 4 warps x 32 rows for dense and A-shape heads
+/// (sparse heads: 2 warps x 32 rows).
+mod wide_rows_warp_tiles_2 {
+    use super::common;
+    use super::cuda;
+
+    fn wide_mt2() -> Option<Box<dyn minference::Backend>> {
+        cuda().map(|_| {
+            let b = super::CudaBackend::new().expect("opened a moment ago");
+            b.set_warp_tiles(2).expect("2 is supported");
+            b.set_wide_rows(true);
+            Box::new(b) as Box<dyn minference::Backend>
+        })
+    }
+
+    macro_rules! wide_mt2_or_skip {
+        () => {
+            match wide_mt2() {
+                Some(b) => b,
+                None => return,
+            }
+        };
+    }
+
+    crate::backend_suite!(wide_mt2_or_skip!());
+}

@@ -294,7 +294,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// 128-row CTAs for dense and A-shape heads (default off; with 1 row tile per warp only).
+    /// 128-row CTAs for dense and A-shape heads (default off; with either warp tiling).
     pub fn set_wide_rows(&self, on: bool) {
         self.wide_rows.store(on, Ordering::Relaxed);
     }
@@ -440,7 +440,7 @@ impl CudaBackend {
         let mma = q.dtype() != DType::F32 && !self.scalar_only.load(Ordering::Relaxed);
         let warp_mt = self.warp_mt.load(Ordering::Relaxed);
         let block_m =
-            if mode != MODE_SPARSE && warp_mt == 1 && self.wide_rows.load(Ordering::Relaxed) {
+            if mode != MODE_SPARSE && self.wide_rows.load(Ordering::Relaxed) {
                 WIDE_BLOCK_M
             } else {
                 BLOCK_M
