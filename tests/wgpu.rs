@@ -74,6 +74,7 @@ macro_rules! variant_suite {
 }
 
 variant_suite!(rowwise, super::Variant::Rowwise);
+variant_suite!(tiled, super::Variant::Tiled);
 
 #[test]
 fn the_default_variant_is_the_fastest_available() {

@@ -69,6 +69,42 @@ const SPARSE_ATTENTION: Family = Family {
     slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
 };
 
+const DENSE_ATTENTION_TILED: Family = Family {
+    stem: "dense_attention_tiled",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/attention_tiled_core.wgsl"),
+        include_str!("../../shaders/dense_attention_tiled.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite],
+};
+
+const A_SHAPE_ATTENTION_TILED: Family = Family {
+    stem: "a_shape_attention_tiled",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/attention_tiled_core.wgsl"),
+        include_str!("../../shaders/a_shape_attention_tiled.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
+};
+
+const SPARSE_ATTENTION_TILED: Family = Family {
+    stem: "sparse_attention_tiled",
+    source: concat!(
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/attention_tiled_core.wgsl"),
+        include_str!("../../shaders/sparse_attention_tiled.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
+};
+
+/// Invocations per workgroup of the tiled attention kernels (`THREADS` in
+/// `attention_tiled_core.wgsl`): a 16 x 16 grid of 4 x 4 score micro-tiles.
+const TILED_THREADS: u32 = 256;
+/// Workgroup memory of the tiled attention kernels: `stage` (16 KiB) + `p_tile` (16 KiB).
+const TILED_WORKGROUP_BYTES: u32 = 32768;
+
 const VERTICAL_SLASH_ESTIMATE: Family = Family {
     stem: "vertical_slash_estimate",
     source: concat!(
@@ -331,10 +367,30 @@ impl WgpuBackend {
     }
 
     /// Why `ctx`'s adapter cannot run `variant`, or `None` when it can.
-    fn unsupported_reason(_ctx: &Context, variant: Variant) -> Option<String> {
+    fn unsupported_reason(ctx: &Context, variant: Variant) -> Option<String> {
         match variant {
             Variant::Rowwise => None,
-            Variant::Tiled => Some("the tiled kernels are not built yet".into()),
+            Variant::Tiled => {
+                let l = &ctx.limits;
+                if l.max_compute_workgroup_storage_size < TILED_WORKGROUP_BYTES {
+                    Some(format!(
+                        "the tiled kernels need {TILED_WORKGROUP_BYTES} bytes of workgroup memory, \
+                         max_compute_workgroup_storage_size is {}",
+                        l.max_compute_workgroup_storage_size
+                    ))
+                } else if l.max_compute_invocations_per_workgroup < TILED_THREADS
+                    || l.max_compute_workgroup_size_x < TILED_THREADS
+                {
+                    Some(format!(
+                        "the tiled kernels need {TILED_THREADS} invocations per workgroup, \
+                         max_compute_invocations_per_workgroup is {} and \
+                         max_compute_workgroup_size_x is {}",
+                        l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_size_x
+                    ))
+                } else {
+                    None
+                }
+            }
             Variant::CoopMatrix => Some("the cooperative-matrix kernels are not built yet".into()),
         }
     }
@@ -342,6 +398,9 @@ impl WgpuBackend {
     /// The family of attention kernel `kind` for this backend's variant.
     fn attention_family(&self, kind: AttentionKind) -> &'static Family {
         match (kind, self.variant) {
+            (AttentionKind::Dense, Variant::Tiled) => &DENSE_ATTENTION_TILED,
+            (AttentionKind::AShape, Variant::Tiled) => &A_SHAPE_ATTENTION_TILED,
+            (AttentionKind::Sparse, Variant::Tiled) => &SPARSE_ATTENTION_TILED,
             (AttentionKind::Dense, _) => &DENSE_ATTENTION,
             (AttentionKind::AShape, _) => &A_SHAPE_ATTENTION,
             (AttentionKind::Sparse, _) => &SPARSE_ATTENTION,
@@ -361,6 +420,12 @@ impl WgpuBackend {
             ("a_shape_attention", true) => "a_shape_attention_f16",
             ("sparse_attention", false) => "sparse_attention_f32",
             ("sparse_attention", true) => "sparse_attention_f16",
+            ("dense_attention_tiled", false) => "dense_attention_tiled_f32",
+            ("dense_attention_tiled", true) => "dense_attention_tiled_f16",
+            ("a_shape_attention_tiled", false) => "a_shape_attention_tiled_f32",
+            ("a_shape_attention_tiled", true) => "a_shape_attention_tiled_f16",
+            ("sparse_attention_tiled", false) => "sparse_attention_tiled_f32",
+            ("sparse_attention_tiled", true) => "sparse_attention_tiled_f16",
             ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
             ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
             ("vertical_slash_estimate", false) => "vertical_slash_estimate_f32",

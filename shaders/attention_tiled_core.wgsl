@@ -1,0 +1,318 @@
+// The tiled FlashAttention core shared by the `_tiled` dense, A-shape and sparse kernels.
+//
+// One workgroup of THREADS = 256 invocations owns BLOCK_M = 64 query rows of one (batch,
+// query head) and visits keys in tiles of BLOCK_N = 64. The invocations form a 16 x 16 grid
+// (tx = lid % 16, ty = lid / 16):
+// - scores: invocation (tx, ty) computes the 4 x 4 micro-tile S[4ty + r, 4tx + j] from Q and
+//   K chunks of QK_CHUNK dims staged in workgroup memory (vec4 loads along D, swizzled);
+// - online softmax: the row max goes through workgroup memory (each invocation writes its
+//   4 partial maxima, every invocation of the row group reads the 16 partials), so all 16
+//   invocations of a row group hold the same running max m; each keeps its own partial row
+//   sum l (over its keys, rescaled alike) and writes its P micro-tile to `p_tile`;
+// - P.V: invocation (tx, ty) accumulates O[4ty + r, 4(tx + 16g) .. + 4] (g < D / 64) from
+//   `p_tile` and V chunks staged in workgroup memory.
+// Workgroup memory: `stage` (16 KiB, the Q/K chunk, the V chunk or the row partials in turn)
+// and `p_tile` (16 KiB): 32 KiB, lavapipe's limit. Barriers per tile: 2 per Q/K chunk
+// (D / 32 chunks), 2 for the row max, 2 per V chunk (D / 32 chunks): 14 for D = 128.
+// Every loop that holds a barrier has a workgroup-uniform trip count (params, the uniform
+// tile list, index entries read at the workgroup's own index row); invalid rows and keys
+// are masked, never skipped, so every invocation reaches every barrier.
+// Which keys a tile holds is the caller's policy (`tile_key`): a contiguous range
+// (`visit_range`) or a list of columns (`visit_columns`). Masking as in the rowwise core:
+// key `j` is visible to row `i` iff `j <= i` and (`j < window_sink` or `i - j < window_local`).
+
+struct AttentionParams {
+    batch: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    seq_len: u32,
+    head_dim: u32,
+    nnz_s: u32,      // width of block_offset (sparse only)
+    nnz_v: u32,      // width of column_index (sparse only)
+    scale_log2: f32, // softmax scale * LOG2E: scores are kept in base 2
+}
+
+@group(0) @binding(0) var<uniform> params: AttentionParams;
+@group(0) @binding(4) var<storage, read_write> out: array<u32>; // [B, Hq, N, D]
+
+const BLOCK_M: u32 = 64u;
+const BLOCK_N: u32 = 64u;
+/// Invocations per workgroup: a 16 x 16 grid of 4 x 4 score micro-tiles.
+const THREADS: u32 = 256u;
+const GRID: u32 = 16u;
+/// vec4 columns of a staged Q or K chunk (QK_CHUNK = 32 dims).
+const QK_CHUNK4: u32 = 8u;
+/// vec4 slots of `stage`: 16 KiB.
+const STAGE4: u32 = 1024u;
+/// Start of the running max: finite, far below any base-2 score (exp2_clamped(MASKED - x) == 0).
+const MASKED: f32 = -1.0e30;
+
+// In turn: Q chunk [BLOCK_M, QK_CHUNK4] ++ K chunk [BLOCK_N, QK_CHUNK4] (both swizzled, see
+// `qk_at`); V chunk [STAGE4 / (D / 4) keys, D / 4]; row partials [16 (ty), 16 (tx)] of vec4
+// (one component per row of the micro-tile).
+var<workgroup> stage: array<vec4<f32>, STAGE4>;
+var<workgroup> p_tile: array<vec4<f32>, 1024>; // P [BLOCK_M, BLOCK_N / 4]
+
+var<private> lid: u32;
+var<private> tx: u32;
+var<private> ty: u32;
+var<private> row0: u32;       // first query row of the workgroup
+var<private> q_base: u32;     // element offset of row 0 of this (b, h) in q and out
+var<private> kv_base: u32;    // element offset of key 0 of this head's kv head
+var<private> head_dim4: u32;  // D / 4
+var<private> wide: bool;      // D == 128: two output vec4 columns per invocation, else one
+var<private> window_sink: u32;
+var<private> window_local: u32;
+// Scores of the micro-tile: s[r][j] = S[4ty + r, 4tx + j] (base 2, pre-scaled).
+var<private> s: array<vec4<f32>, 4>;
+// Running max and this invocation's partial running sum, component r = row 4ty + r.
+var<private> m_i: vec4<f32>;
+var<private> l_i: vec4<f32>;
+// Unnormalised output: acc[2r + g] = O[4ty + r, 4(tx + 16g) .. + 4].
+var<private> acc: array<vec4<f32>, 8>;
+// The current tile's keys, computed by every invocation alike: a range tile holds keys
+// tile_base + s below tile_hi; a column tile (tile_columns) holds column_index[tile_base + s]
+// for tile_base + s < tile_hi.
+var<private> tile_base: u32;
+var<private> tile_hi: u32;
+var<private> tile_columns: bool;
+
+/// Set up this invocation's place in the workgroup and clear the softmax state.
+fn start_row_block(bh: u32, block: u32, local: u32) {
+    let n = params.seq_len;
+    let d = params.head_dim;
+    lid = local;
+    tx = local % GRID;
+    ty = local / GRID;
+    let b = bh / params.q_heads;
+    let h = bh % params.q_heads;
+    let kvh = h / (params.q_heads / params.kv_heads);
+    kv_base = (b * params.kv_heads + kvh) * n * d;
+    q_base = bh * n * d;
+    head_dim4 = d / 4u;
+    wide = d > 64u;
+    row0 = block * BLOCK_M;
+    m_i = vec4<f32>(MASKED);
+    l_i = vec4<f32>(0.0);
+    for (var i = 0u; i < 8u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    window_sink = n;
+    window_local = n + 1u;
+}
+
+/// Slot of (row, vec4 column c) in a staged Q or K chunk: rows of QK_CHUNK4 vec4, columns
+/// XOR-swizzled by row / 4 so the 8 rows 4tx (or 4ty) read at once hit distinct banks.
+fn qk_at(row: u32, c: u32) -> u32 {
+    return row * QK_CHUNK4 + (c ^ ((row >> 2u) & 7u));
+}
+
+/// Stage dims [4 c0, 4 c0 + QK_CHUNK) of the block's Q rows (pre-scaled; rows past N
+/// repeat row N - 1) and of the tile's K rows (missing keys are 0).
+fn load_qk_chunk(c0: u32) {
+    let n = params.seq_len;
+    let d = params.head_dim;
+    workgroupBarrier(); // the previous users of `stage` are done
+    for (var i = lid; i < BLOCK_M * QK_CHUNK4; i += THREADS) {
+        let r = i / QK_CHUNK4;
+        let c = i % QK_CHUNK4;
+        let row = min(row0 + r, n - 1u);
+        stage[qk_at(r, c)] = load_q4(q_base + row * d + 4u * (c0 + c)) * params.scale_log2;
+        let key = tile_key(r);
+        var kr = vec4<f32>(0.0);
+        if key >= 0 {
+            kr = load_k4(kv_base + u32(key) * d + 4u * (c0 + c));
+        }
+        stage[BLOCK_M * QK_CHUNK4 + qk_at(r, c)] = kr;
+    }
+    workgroupBarrier();
+}
+
+/// s = Q K^T for the micro-tile, over D in chunks of QK_CHUNK.
+fn scores() {
+    for (var r = 0u; r < 4u; r++) {
+        s[r] = vec4<f32>(0.0);
+    }
+    let k_at = BLOCK_M * QK_CHUNK4;
+    for (var c0 = 0u; c0 < head_dim4; c0 += QK_CHUNK4) {
+        load_qk_chunk(c0);
+        for (var c = 0u; c < QK_CHUNK4; c++) {
+            let k0 = stage[k_at + qk_at(4u * tx, c)];
+            let k1 = stage[k_at + qk_at(4u * tx + 1u, c)];
+            let k2 = stage[k_at + qk_at(4u * tx + 2u, c)];
+            let k3 = stage[k_at + qk_at(4u * tx + 3u, c)];
+            for (var r = 0u; r < 4u; r++) {
+                let qr = stage[qk_at(4u * ty + r, c)];
+                s[r] += vec4<f32>(dot(qr, k0), dot(qr, k1), dot(qr, k2), dot(qr, k3));
+            }
+        }
+    }
+}
+
+/// Scores of keys their row may not see (or of rows past N) become MASKED.
+fn apply_mask() {
+    let n = params.seq_len;
+    let keys = vec4<i32>(tile_key(4u * tx), tile_key(4u * tx + 1u), tile_key(4u * tx + 2u), tile_key(4u * tx + 3u));
+    let present = keys >= vec4<i32>(0);
+    let j = vec4<u32>(max(keys, vec4<i32>(0)));
+    for (var r = 0u; r < 4u; r++) {
+        let row = row0 + 4u * ty + r;
+        let i = vec4<u32>(row);
+        let in_window = (j < vec4<u32>(window_sink)) | (i - j < vec4<u32>(window_local));
+        let visible = present & (j <= i) & in_window & vec4<bool>(row < n);
+        s[r] = select(vec4<f32>(MASKED), s[r], visible);
+    }
+}
+
+fn max4(x: vec4<f32>) -> f32 {
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+fn sum4(x: vec4<f32>) -> f32 {
+    return x.x + x.y + x.z + x.w;
+}
+
+fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
+}
+
+/// Max over the 16 invocations of this row group of `x` (one component per row).
+/// Starts and ends with a barrier: `stage` is free before and after.
+fn row_group_max(x: vec4<f32>) -> vec4<f32> {
+    workgroupBarrier();
+    stage[ty * GRID + tx] = x;
+    workgroupBarrier();
+    var m = vec4<f32>(MASKED);
+    for (var t = 0u; t < GRID; t++) {
+        m = max(m, stage[ty * GRID + t]);
+    }
+    return m;
+}
+
+/// Online softmax: new running max, rescale of l and acc, P of the micro-tile to `p_tile`.
+/// No infinities are used (drivers may compile with fast math): masked keys score the
+/// finite MASKED, which is also where the running max starts; a fully masked tile leaves
+/// m, l and acc unchanged (correction 1, every p 0).
+fn online_softmax() {
+    let tile_max = row_group_max(vec4<f32>(max4(s[0]), max4(s[1]), max4(s[2]), max4(s[3])));
+    let m_new = max(m_i, tile_max);
+    let correction = exp2_clamped4(m_i - m_new);
+    m_i = m_new;
+    var sums = vec4<f32>(0.0);
+    for (var r = 0u; r < 4u; r++) {
+        let p = select(vec4<f32>(0.0), exp2_clamped4(s[r] - vec4<f32>(m_new[r])), s[r] > vec4<f32>(MASKED));
+        sums[r] = sum4(p);
+        p_tile[(4u * ty + r) * (BLOCK_N / 4u) + tx] = p;
+        acc[2u * r] *= correction[r];
+        acc[2u * r + 1u] *= correction[r];
+    }
+    l_i = l_i * correction + sums;
+}
+
+/// Stage V rows of tile slots [k0, k0 + keys) (missing keys are 0).
+fn load_v_chunk(k0: u32, keys: u32) {
+    let d = params.head_dim;
+    workgroupBarrier(); // the previous users of `stage` are done
+    for (var i = lid; i < keys * head_dim4; i += THREADS) {
+        let slot = i / head_dim4;
+        let c = i % head_dim4;
+        let key = tile_key(k0 + slot);
+        var vr = vec4<f32>(0.0);
+        if key >= 0 {
+            vr = load_v4(kv_base + u32(key) * d + 4u * c);
+        }
+        stage[i] = vr;
+    }
+    workgroupBarrier();
+}
+
+/// acc[r] += p[r] * V[slot] for the staged V row `slot` (p: one key's P over the 4 rows).
+fn accumulate_key(slot: u32, p: vec4<f32>) {
+    let v0 = stage[slot * head_dim4 + tx];
+    acc[0] += p.x * v0;
+    acc[2] += p.y * v0;
+    acc[4] += p.z * v0;
+    acc[6] += p.w * v0;
+    if wide {
+        let v1 = stage[slot * head_dim4 + tx + GRID];
+        acc[1] += p.x * v1;
+        acc[3] += p.y * v1;
+        acc[5] += p.z * v1;
+        acc[7] += p.w * v1;
+    }
+}
+
+/// acc += P V over the tile, V staged in chunks of STAGE4 / (D / 4) keys.
+fn accumulate_pv() {
+    let keys = STAGE4 / head_dim4;
+    for (var k0 = 0u; k0 < BLOCK_N; k0 += keys) {
+        load_v_chunk(k0, keys);
+        for (var kk = 0u; kk < keys; kk += 4u) {
+            let at = (k0 + kk) / 4u;
+            let p0 = p_tile[(4u * ty) * (BLOCK_N / 4u) + at];
+            let p1 = p_tile[(4u * ty + 1u) * (BLOCK_N / 4u) + at];
+            let p2 = p_tile[(4u * ty + 2u) * (BLOCK_N / 4u) + at];
+            let p3 = p_tile[(4u * ty + 3u) * (BLOCK_N / 4u) + at];
+            accumulate_key(kk, vec4<f32>(p0.x, p1.x, p2.x, p3.x));
+            accumulate_key(kk + 1u, vec4<f32>(p0.y, p1.y, p2.y, p3.y));
+            accumulate_key(kk + 2u, vec4<f32>(p0.z, p1.z, p2.z, p3.z));
+            accumulate_key(kk + 3u, vec4<f32>(p0.w, p1.w, p2.w, p3.w));
+        }
+    }
+}
+
+/// One tile: scores, mask, online softmax, P V.
+fn attend_tile() {
+    scores();
+    apply_mask();
+    online_softmax();
+    accumulate_pv();
+}
+
+/// Visit keys `[lo, hi)` in tiles of BLOCK_N (lo and hi workgroup-uniform).
+fn visit_range(lo: u32, hi: u32) {
+    tile_columns = false;
+    tile_hi = hi;
+    for (var t = lo; t < hi; t += BLOCK_N) {
+        tile_base = t;
+        attend_tile();
+    }
+}
+
+/// Write the normalised output of the micro-tile's rows (f32 words or packed f16 pairs).
+/// The row sums are the sums of the 16 partials of the row group.
+fn store_o(bh: u32) {
+    workgroupBarrier();
+    stage[ty * GRID + tx] = l_i;
+    workgroupBarrier();
+    var l = vec4<f32>(0.0);
+    for (var t = 0u; t < GRID; t++) {
+        l += stage[ty * GRID + t];
+    }
+    let inv = select(vec4<f32>(0.0), vec4<f32>(1.0) / max(l, vec4<f32>(1.0e-30)), l > vec4<f32>(0.0));
+    let n = params.seq_len;
+    let d = params.head_dim;
+    for (var r = 0u; r < 4u; r++) {
+        let row = row0 + 4u * ty + r;
+        if row < n {
+            let base = q_base + row * d;
+            store4(base + 4u * tx, acc[2u * r] * inv[r]);
+            if wide {
+                store4(base + 4u * (tx + GRID), acc[2u * r + 1u] * inv[r]);
+            }
+        }
+    }
+}
+
+fn store4(at: u32, o: vec4<f32>) {
+    if storage_f16 {
+        let w = at >> 1u;
+        out[w] = pack2x16float(o.xy);
+        out[w + 1u] = pack2x16float(o.zw);
+    } else {
+        out[at] = bitcast<u32>(o.x);
+        out[at + 1u] = bitcast<u32>(o.y);
+        out[at + 2u] = bitcast<u32>(o.z);
+        out[at + 3u] = bitcast<u32>(o.w);
+    }
+}

@@ -1,0 +1,65 @@
+// Sparse attention over the shared index, tiled; vertical-slash and block-sparse heads in one
+// dispatch. Row block m visits its `block_count` chunks (64 keys [s, s + 64), causal inside
+// the chunk) and its `column_count` single columns (all before the row block), gathered
+// BLOCK_N at a time into one tile (slots past the count are masked). Rows of heads with an
+// empty index row (heads that do not use the index) are left untouched.
+// Grid: (R = cdiv(N, 64), B * Hq); workgroup THREADS = 256 invocations (attention_tiled_core).
+
+@group(0) @binding(5) var<storage, read> block_count: array<i32>;  // [B, Hq, R]
+@group(0) @binding(6) var<storage, read> block_offset: array<i32>; // [B, Hq, R, NNZ_S]
+@group(0) @binding(7) var<storage, read> column_count: array<i32>; // [B, Hq, R]
+@group(0) @binding(8) var<storage, read> column_index: array<i32>; // [B, Hq, R, NNZ_V]
+
+/// Visit `count` single columns listed at `column_index[at..]`, BLOCK_N per tile.
+fn visit_columns(at: u32, count: u32) {
+    tile_columns = true;
+    tile_hi = at + count;
+    for (var t = 0u; t < count; t += BLOCK_N) {
+        tile_base = at + t;
+        attend_tile();
+    }
+}
+
+/// Key in slot `s` of the current tile, or -1.
+fn tile_key(s: u32) -> i32 {
+    let x = tile_base + s;
+    if x >= tile_hi {
+        return -1;
+    }
+    if tile_columns {
+        return column_index[x];
+    }
+    return i32(x);
+}
+
+fn sparse_attention_tiled(wid: vec3<u32>, local: u32) {
+    let bh = wid.y;
+    let m = wid.x;
+    let rows = (params.seq_len + BLOCK_M - 1u) / BLOCK_M;
+    let at = bh * rows + m;
+    // Read at the workgroup's own index row: workgroup-uniform, and so are the loops below.
+    let counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
+    if counts.x == 0u && counts.y == 0u {
+        return; // the whole workgroup, before any barrier
+    }
+    start_row_block(bh, m, local);
+    let row_end = min(params.seq_len, row0 + BLOCK_M);
+    for (var c = 0u; c < counts.x; c++) {
+        let s = u32(block_offset[at * params.nnz_s + c]);
+        visit_range(s, min(s + BLOCK_M, row_end));
+    }
+    visit_columns(at * params.nnz_v, counts.y);
+    store_o(bh);
+}
+
+@compute @workgroup_size(256)
+fn sparse_attention_tiled_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    storage_f16 = false;
+    sparse_attention_tiled(wid, local);
+}
+
+@compute @workgroup_size(256)
+fn sparse_attention_tiled_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    storage_f16 = true;
+    sparse_attention_tiled(wid, local);
+}
