@@ -18,18 +18,18 @@ fn main() {
 
 #[cfg(feature = "cuda")]
 mod bench {
-    use minference::cuda_backend::CudaBackend;
+    use minference::cuda_backend::{CudaBackend, MmaTiling};
     use minference::generate::{structured_qkv, HeadKind};
     use minference::{AttnShape, Backend, DType, DeviceTensor, HostIndex, HostTensor, Pattern};
     use std::time::Instant;
 
     /// Tensor-core kernel configurations timed for dense and A-shape heads:
     /// (m16 tiles per warp, 128-row CTAs, description).
-    const CONFIGS: [(usize, bool, &str); 4] = [
-        (1, false, "64-row CTAs, 4 warps x 16 rows (default)"),
-        (2, false, "64-row CTAs, 2 warps x 32 rows"),
-        (1, true, "128-row CTAs, 8 warps x 16 rows"),
-        (2, true, "128-row CTAs, 4 warps x 32 rows"),
+    const CONFIGS: [(usize, usize, &str); 4] = [
+        (64, 1, "64-row CTAs, 4 warps x 16 rows"),
+        (64, 2, "64-row CTAs, 2 warps x 32 rows"),
+        (128, 1, "128-row CTAs, 8 warps x 16 rows"),
+        (128, 2, "128-row CTAs, 4 warps x 32 rows (default)"),
     ];
 
     const WARMUP: usize = 2;
@@ -132,9 +132,8 @@ mod bench {
         let shape = AttnShape::new(1, h, h, n, d)?;
         let [q, k, v] = qkv(&b, &shape, dt)?;
         let mut out = b.empty(&shape.q_dims(), dt)?;
-        for (warp_mt, wide, note) in CONFIGS {
-            b.set_warp_tiles(warp_mt)?;
-            b.set_wide_rows(wide);
+        for (block_m, warp_mt, note) in CONFIGS {
+            b.set_window_tiling(MmaTiling { block_m, warp_mt })?;
             let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
             row(
                 "dense causal bf16 D=128",
@@ -146,8 +145,7 @@ mod bench {
                 note,
             );
         }
-        b.set_warp_tiles(1)?;
-        b.set_wide_rows(false);
+        b.set_window_tiling(MmaTiling::WINDOW_DEFAULT)?;
         drop((q, k, v, out));
         if dense_only {
             return Ok(());
@@ -161,14 +159,12 @@ mod bench {
         let (sink, local) = (1024, 4096);
         let windows = vec![Some((sink, local)); h];
         let pairs = h as u64 * (0..n).map(|i| keys_a_shape(i, sink, local)).sum::<u64>();
-        for (warp_mt, wide, note) in CONFIGS {
-            b.set_warp_tiles(warp_mt)?;
-            b.set_wide_rows(wide);
+        for (block_m, warp_mt, note) in CONFIGS {
+            b.set_window_tiling(MmaTiling { block_m, warp_mt })?;
             let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;
             row("A-shape 1024+4096 bf16 D=128", h, n, ms, pairs, d, note);
         }
-        b.set_warp_tiles(1)?;
-        b.set_wide_rows(false);
+        b.set_window_tiling(MmaTiling::WINDOW_DEFAULT)?;
         // Block-sparse top-100, index included.
         let pats = vec![Pattern::BlockSparse { top_k: 100 }; h];
         let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;
@@ -212,7 +208,10 @@ mod bench {
         let pairs = index_pairs(&b.download_index(&ix)?);
         let mut ms_att = f64::INFINITY;
         for warp_mt in [1, 2] {
-            b.set_warp_tiles(warp_mt)?;
+            b.set_sparse_tiling(MmaTiling {
+                block_m: 64,
+                warp_mt,
+            })?;
             let ms = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
             ms_att = ms_att.min(ms);
             row(
@@ -225,7 +224,7 @@ mod bench {
                 &format!("64-row CTAs, {} warps x {} rows", 4 / warp_mt, 16 * warp_mt),
             );
         }
-        b.set_warp_tiles(1)?;
+        b.set_sparse_tiling(MmaTiling::SPARSE_DEFAULT)?;
         row(
             "vertical-slash 1000/6096 incl. index (structured)",
             h,

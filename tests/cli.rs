@@ -431,3 +431,17 @@ fn demo_prints_its_table() {
         assert!(text.contains(p), "demo output lacks `{p}`:\n{text}");
     }
 }
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_bad_wgpu_variant_name_is_a_clear_error() {
+    // Parsed before any adapter is opened: the same error with or without a GPU.
+    let out = bin()
+        .args(["check", "--backend", "wgpu"])
+        .env(minference::wgpu_backend::VARIANT_ENV, "fastest")
+        .output()
+        .expect("the binary runs");
+    assert_clear_error(&out, "MINFERENCE_WGPU_VARIANT");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fastest"), "{err}");
+}

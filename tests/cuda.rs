@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 mod common;
 
-use minference::cuda_backend::{compile_family, nvrtc_present, CudaBackend, Family};
+use minference::cuda_backend::{compile_family, nvrtc_present, CudaBackend, Family, MmaTiling};
 use std::io::Write;
 
 /// The CUDA backend, or `None` (after a loud message) when no device is usable here.
@@ -88,79 +88,46 @@ mod scalar {
     crate::backend_suite!(scalar_or_skip!());
 }
 
-/// The same suite with the tensor-core kernel's 2-warps x 32-rows variant.
-mod warp_tiles_2 {
-    use super::common;
-    use super::cuda;
-
-    fn mt2() -> Option<Box<dyn minference::Backend>> {
-        cuda().map(|_| {
-            let b = super::CudaBackend::new().expect("opened a moment ago");
-            b.set_warp_tiles(2).expect("2 is supported");
-            Box::new(b) as Box<dyn minference::Backend>
-        })
-    }
-
-    macro_rules! mt2_or_skip {
-        () => {
-            match mt2() {
-                Some(b) => b,
-                None => return,
-            }
-        };
-    }
-
-    crate::backend_suite!(mt2_or_skip!());
+/// The generic suite on the CUDA backend with the tensor-core kernel tiled as `window` for
+/// dense and A-shape heads and `sparse` for sparse heads.
+fn tiled(window: MmaTiling, sparse: MmaTiling) -> Option<Box<dyn minference::Backend>> {
+    cuda().map(|_| {
+        let b = CudaBackend::new().expect("opened a moment ago");
+        b.set_window_tiling(window).expect("a supported tiling");
+        b.set_sparse_tiling(sparse).expect("a supported tiling");
+        Box::new(b) as Box<dyn minference::Backend>
+    })
 }
 
-/// The same suite with 128-row CTAs for dense and A-shape heads.
-mod wide_rows {
-    use super::common;
-    use super::cuda;
-
-    fn wide() -> Option<Box<dyn minference::Backend>> {
-        cuda().map(|_| {
-            let b = super::CudaBackend::new().expect("opened a moment ago");
-            b.set_wide_rows(true);
-            Box::new(b) as Box<dyn minference::Backend>
-        })
-    }
-
-    macro_rules! wide_or_skip {
-        () => {
-            match wide() {
-                Some(b) => b,
-                None => return,
+/// Instantiate the generic suite in a module for one pair of tilings.
+macro_rules! tiling_suite {
+    ($module:ident, ($wb:expr, $wm:expr), $sm:expr) => {
+        mod $module {
+            use super::common;
+            use minference::cuda_backend::MmaTiling;
+            macro_rules! tiled_or_skip {
+                () => {
+                    match super::tiled(
+                        MmaTiling {
+                            block_m: $wb,
+                            warp_mt: $wm,
+                        },
+                        MmaTiling {
+                            block_m: 64,
+                            warp_mt: $sm,
+                        },
+                    ) {
+                        Some(b) => b,
+                        None => return,
+                    }
+                };
             }
-        };
-    }
-
-    crate::backend_suite!(wide_or_skip!());
+            crate::backend_suite!(tiled_or_skip!());
+        }
+    };
 }
 
-/// The same suite with 128-row CTAs of 4 warps x 32 rows for dense and A-shape heads
-/// (sparse heads: 2 warps x 32 rows).
-mod wide_rows_warp_tiles_2 {
-    use super::common;
-    use super::cuda;
-
-    fn wide_mt2() -> Option<Box<dyn minference::Backend>> {
-        cuda().map(|_| {
-            let b = super::CudaBackend::new().expect("opened a moment ago");
-            b.set_warp_tiles(2).expect("2 is supported");
-            b.set_wide_rows(true);
-            Box::new(b) as Box<dyn minference::Backend>
-        })
-    }
-
-    macro_rules! wide_mt2_or_skip {
-        () => {
-            match wide_mt2() {
-                Some(b) => b,
-                None => return,
-            }
-        };
-    }
-
-    crate::backend_suite!(wide_mt2_or_skip!());
-}
+// Every tiling the kernel is instantiated for (the default pair runs as the main suite).
+tiling_suite!(rows64_warp16_sparse_warp32, (64, 1), 2);
+tiling_suite!(rows64_warp32, (64, 2), 1);
+tiling_suite!(rows128_warp16, (128, 1), 1);

@@ -17,7 +17,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use half::{bf16, f16};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 const NAME: &str = "cuda";
@@ -33,17 +33,51 @@ const BLOCK_SPARSE_INDEX: &str = include_str!("../../kernels/block_sparse_index.
 const ROWS_PER_CTA: usize = 8;
 /// Query rows per CTA of the tensor-core kernel (`BLOCK_M`): one index row block.
 const BLOCK_M: usize = BLOCK;
-/// m16 row tiles per warp of the tensor-core kernel (`WARP_MT`), the tile policy in one
-/// place. 1: 4 warps x 16 rows, ~170 registers, 3 CTAs per SM. 2: 2 warps x 32 rows, each K/V
-/// fragment feeds two MMAs (half the shared-memory traffic) but ~240 registers; on the H100
-/// it measured slower (153 vs 174 TFLOP/s, dense bf16 D=128 N=16384), so 1 is the default.
-const DEFAULT_WARP_MT: usize = 1;
+/// How the tensor-core kernel tiles the query rows: `block_m` rows per CTA (64, or 128 for
+/// dense and A-shape heads only: the sparse kernel serves one index row block) and `warp_mt`
+/// m16 row tiles per warp (`block_m / (16 * warp_mt)` warps; with 2, each K/V fragment read
+/// from shared memory feeds two MMAs, halving that traffic, at about 255 registers).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MmaTiling {
+    /// Query rows per CTA: 64 or 128.
+    pub block_m: usize,
+    /// m16 row tiles per warp: 1 or 2.
+    pub warp_mt: usize,
+}
 
-/// Query rows per CTA of the tensor-core kernel for dense and A-shape heads when wide rows
-/// are on: each K/V tile then serves 128 rows, halving L2 traffic per FLOP. On the H100 it
-/// measured slower (dense 167 vs 174 TFLOP/s, A-shape 2.38 vs 2.15 ms/head), so it is off by
-/// default. The sparse kernel always uses one index row block (`BLOCK_M`).
-const WIDE_BLOCK_M: usize = 128;
+impl MmaTiling {
+    /// Dense and A-shape default: 128-row CTAs of 4 warps x 32 rows. H100, bf16, D = 128
+    /// (2026-11-23): dense N = 16384 337 TFLOP/s, against 284 for 64 x 1, 293 for 64 x 2 and
+    /// 234 for 128 x 1.
+    pub const WINDOW_DEFAULT: MmaTiling = MmaTiling {
+        block_m: 128,
+        warp_mt: 2,
+    };
+    /// Sparse default: 64-row CTAs (one index row block) of 4 warps x 16 rows: vertical-slash
+    /// at N = 131072 ran at 294 TFLOP/s against 281 for 2 warps x 32 rows.
+    pub const SPARSE_DEFAULT: MmaTiling = MmaTiling {
+        block_m: BLOCK_M,
+        warp_mt: 1,
+    };
+
+    fn check(self, sparse: bool) -> Result<Self> {
+        let rows_ok = if sparse {
+            self.block_m == BLOCK_M
+        } else {
+            matches!(self.block_m, 64 | 128)
+        };
+        if !rows_ok || !matches!(self.warp_mt, 1 | 2) {
+            return Err(invalid(
+                "tiling",
+                format!(
+                    "{self:?}: want block_m {} and warp_mt 1 or 2",
+                    if sparse { "64" } else { "64 or 128" }
+                ),
+            ));
+        }
+        Ok(self)
+    }
+}
 
 /// Dynamic shared memory of the tensor-core kernel: a Q tile of [block_m, D + 8] halfs and
 /// K and V tiles of [64, D + 8] halfs.
@@ -202,8 +236,13 @@ pub struct CudaBackend {
     device: String,
     modules: Mutex<HashMap<Family, Arc<CudaModule>>>,
     scalar_only: AtomicBool,
-    warp_mt: AtomicUsize,
-    wide_rows: AtomicBool,
+    window_tiling: Mutex<MmaTiling>,
+    sparse_tiling: Mutex<MmaTiling>,
+}
+
+/// A settings lock; a panic while holding it leaves a usable value (plain `Copy` data).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn dtype_suffix(d: DType) -> &'static str {
@@ -274,8 +313,8 @@ impl CudaBackend {
             arch,
             modules: Mutex::new(HashMap::new()),
             scalar_only: AtomicBool::new(false),
-            warp_mt: AtomicUsize::new(DEFAULT_WARP_MT),
-            wide_rows: AtomicBool::new(false),
+            window_tiling: Mutex::new(MmaTiling::WINDOW_DEFAULT),
+            sparse_tiling: Mutex::new(MmaTiling::SPARSE_DEFAULT),
         })
     }
 
@@ -285,18 +324,18 @@ impl CudaBackend {
         self.scalar_only.store(on, Ordering::Relaxed);
     }
 
-    /// Row tiles per warp of the tensor-core kernel (1 or 2; for tuning and benches).
-    pub fn set_warp_tiles(&self, warp_mt: usize) -> Result<()> {
-        if !matches!(warp_mt, 1 | 2) {
-            return Err(invalid("warp_mt", format!("{warp_mt}: want 1 or 2")));
-        }
-        self.warp_mt.store(warp_mt, Ordering::Relaxed);
+    /// The tensor-core kernel's tiling for dense and A-shape heads (for tuning and benches;
+    /// default [`MmaTiling::WINDOW_DEFAULT`]).
+    pub fn set_window_tiling(&self, tiling: MmaTiling) -> Result<()> {
+        *lock(&self.window_tiling) = tiling.check(false)?;
         Ok(())
     }
 
-    /// 128-row CTAs for dense and A-shape heads (default off; with either warp tiling).
-    pub fn set_wide_rows(&self, on: bool) {
-        self.wide_rows.store(on, Ordering::Relaxed);
+    /// The tensor-core kernel's tiling for sparse heads (`block_m` must be 64; default
+    /// [`MmaTiling::SPARSE_DEFAULT`]).
+    pub fn set_sparse_tiling(&self, tiling: MmaTiling) -> Result<()> {
+        *lock(&self.sparse_tiling) = tiling.check(true)?;
+        Ok(())
     }
 
     /// The kernel `name` of `family`, compiling and loading the family on first use.
@@ -438,13 +477,11 @@ impl CudaBackend {
             None => (&dummy, &dummy, &dummy, &dummy),
         };
         let mma = q.dtype() != DType::F32 && !self.scalar_only.load(Ordering::Relaxed);
-        let warp_mt = self.warp_mt.load(Ordering::Relaxed);
-        let block_m =
-            if mode != MODE_SPARSE && self.wide_rows.load(Ordering::Relaxed) {
-                WIDE_BLOCK_M
-            } else {
-                BLOCK_M
-            };
+        let MmaTiling { block_m, warp_mt } = if mode == MODE_SPARSE {
+            *lock(&self.sparse_tiling)
+        } else {
+            *lock(&self.window_tiling)
+        };
         let (family, name, cfg) = if mma {
             (
                 Family::AttentionMma,
@@ -452,11 +489,7 @@ impl CudaBackend {
                     "attention_mma_{}_d{}_mt{warp_mt}{}",
                     dtype_suffix(q.dtype()),
                     shape.head_dim,
-                    if block_m == WIDE_BLOCK_M {
-                        "_bm128"
-                    } else {
-                        ""
-                    }
+                    if block_m == 128 { "_bm128" } else { "" }
                 ),
                 LaunchConfig {
                     grid_dim: (

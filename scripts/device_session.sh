@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One call on the GPU machine for kernel work: the CUDA and wgpu test suites (every kernel
+# variant, failures are fatal there), `check` per wgpu variant, the CUDA bench over kernel
+# configs, a wgpu timing table, and an ncu profile of the default CUDA kernel.
+# Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
+# `.gl` carried: `bash scripts/device_session.sh` (PARTS picks sections; logs to $OUT; at most
+# 8 files come back, so logs are few).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--pack" ]; then
+  set -e
+  cargo build --release --features cuda
+  cargo build --release --features cuda --example cuda_bench
+  cargo test --release --features cuda --no-run --test cuda --test wgpu 2>&1 | tail -3
+  rm -rf .devbin && mkdir -p .devbin
+  cp target/release/minference target/release/examples/cuda_bench .devbin/
+  for t in cuda wgpu; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
+  strip .devbin/*
+  echo "built from $(pwd) at $(git rev-parse --short HEAD)" > .devbin/BUILT
+  du -sh .devbin
+  exit 0
+fi
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+D=.devbin
+# Test binaries find tests/vectors under the path they were built in.
+built=$(sed -n 's/^built from \(.*\) at .*/\1/p' $D/BUILT)
+[ -d "$built" ] || { mkdir -p "$(dirname "$built")" && ln -sfn "$PWD" "$built"; }
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
+export MINFERENCE_REQUIRE_CUDA=1 MINFERENCE_REQUIRE_WGPU=1
+LOG="$OUT/session.log"
+PARTS=${PARTS:-"tests check bench wgpubench ncu"}
+{
+cat $D/BUILT; nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader
+for part in $PARTS; do case $part in
+tests)
+  echo "== cuda tests"
+  timeout 400 $D/cuda-test --test-threads=1 2>&1 | grep -E "^test |test result|panicked|FAIL" | grep -v " ok$"
+  echo "== wgpu tests (variants: ${WGPU_VARIANTS:-rowwise,tiled})"
+  MINFERENCE_REQUIRE_WGPU_VARIANTS=${WGPU_VARIANTS:-rowwise,tiled} timeout 400 $D/wgpu-test --test-threads=2 2>&1 \
+    | grep -E "^test |test result|panicked|FAIL|SKIPPED" | grep -v " ok$" ;;
+check)
+  for v in ${CHECK_VARIANTS:-rowwise tiled}; do
+    echo "== check wgpu $v"; MINFERENCE_WGPU_VARIANT=$v timeout 200 $D/minference check --backend wgpu 2>&1 | tail -2
+  done
+  echo "== check cuda"; timeout 200 $D/minference check --backend cuda 2>&1 | tail -2 ;;
+bench)
+  echo "== cuda bench"; timeout 300 $D/cuda_bench 2>&1 ;;
+wgpubench)
+  for v in ${BENCH_VARIANTS:-tiled}; do
+    echo "== wgpu $v bench"
+    MINFERENCE_WGPU_VARIANT=$v MINFERENCE_BENCH_N=${WGPU_N:-4096,16384,65536} timeout 300 \
+      $D/wgpu-test --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|device"
+  done ;;
+ncu)
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  timeout 150 "$NCU" --clock-control none --set full -k "regex:attention_mma_bf16_d128_${NCU_KERNEL:-mt1}\$" -c 1 \
+    -o "$OUT/prof" -f "$D/cuda_bench" dense-only > /dev/null 2>&1; echo "ncu exit $?"
+  "$NCU" -i "$OUT/prof.ncu-rep" --page details > "$OUT/prof.details.txt" 2>&1
+  "$NCU" -i "$OUT/prof.ncu-rep" --page source --csv --print-source sass 2>/dev/null | gzip > "$OUT/prof.source.csv.gz"
+  rm -f "$OUT/prof.ncu-rep" ;;
+esac; done
+} 2>&1 | tee "$LOG"
