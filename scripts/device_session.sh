@@ -59,5 +59,21 @@ ncu)
   "$NCU" -i "$OUT/prof.ncu-rep" --page details > "$OUT/prof.details.txt" 2>&1
   "$NCU" -i "$OUT/prof.ncu-rep" --page source --csv --print-source sass 2>/dev/null | gzip > "$OUT/prof.source.csv.gz"
   rm -f "$OUT/prof.ncu-rep" ;;
+compare)
+  echo "== torch comparison (SDPA, FlexAttention on our index)"
+  mkdir -p /tmp/cmp && PYTHONUNBUFFERED=1 timeout 420 python3 scripts/compare_torch.py "$PWD/$D/minference" /tmp/cmp \
+    ${CMP_N:-131072} ${CMP_H:-4} 2>&1 | grep -v Warning ;;
+ncuindex)
+  echo "== index kernel durations (ncu, one build each, N=${CMP_N:-131072}, H=${CMP_H:-4})"
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  cap=/tmp/cmp/capture.safetensors
+  [ -f $cap ] || $D/minference gen-capture --heads ${CMP_H:-4} --kv-heads ${CMP_H:-4} --seq-len ${CMP_N:-131072} \
+    --kinds vertical-slash --dtype bf16 --output $cap > /dev/null
+  for pat in vertical-slash:1000,6096 block-sparse:100; do
+    echo "-- $pat"
+    timeout 120 "$NCU" --clock-control none --metrics gpu__time_duration.sum -k "regex:^(vs_|bs_|index_)" \
+      $D/minference run --input $cap --pattern $pat --backend cuda --output /tmp/ncu_o.st 2>&1 \
+      | grep -E "^  [a-z_0-9]+ \(|gpu__time_duration" | sed -E "s/, Context.*//; s/ +/ /g"
+  done ;;
 esac; done
 } 2>&1 | tee "$LOG"

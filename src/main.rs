@@ -8,7 +8,7 @@ use minference::generate::{structured_qkv, HeadKind};
 use minference::io::{put_index, StFile};
 use minference::registry::{open, BackendKind};
 use minference::vectors::{check_case, list_cases, VectorCase};
-use minference::{reference, AttnShape, Backend, DType, LayerConfig, Pattern};
+use minference::{reference, AttnShape, Backend, DType, DeviceTensor, LayerConfig, Pattern};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -71,6 +71,11 @@ enum Cmd {
         /// Reject inputs holding NaN or infinity.
         #[arg(long)]
         check_finite: bool,
+        /// After the run, time the layer this many times more (index building and attention
+        /// separately, each after a device synchronize); the medians go to stderr and to the
+        /// output's metadata (`time_ms_index`, `time_ms_attention`).
+        #[arg(long, default_value_t = 0)]
+        reps: usize,
     },
     /// Run the shared test vectors on one backend.
     Check {
@@ -127,6 +132,7 @@ fn main() {
             output,
             save_index,
             check_finite,
+            reps,
         } => run(
             &input,
             pattern,
@@ -136,6 +142,7 @@ fn main() {
             &output,
             save_index,
             check_finite,
+            reps,
         ),
         Cmd::Check { backend, vectors } => check(&backend, &vectors),
         Cmd::GenVectors { out } => gen_vectors(&out),
@@ -160,6 +167,7 @@ fn run(
     output: &Path,
     save_index: bool,
     check_finite: bool,
+    reps: usize,
 ) -> Result<()> {
     let kind: BackendKind = backend.parse()?;
     let file = StFile::read(input)?;
@@ -207,6 +215,18 @@ fn run(
     let patterns: Vec<String> = layer_cfg.heads.iter().map(|p| p.to_string()).collect();
     of.metadata.insert("patterns".into(), patterns.join(";"));
     of.metadata.insert("backend".into(), be.info().name.into());
+    if reps > 0 {
+        let (index_ms, attention_ms) =
+            time_layer(&*be, &qd, &kd, &vd, &layer_cfg.heads, &mut out, reps)?;
+        eprintln!(
+            "timing ({reps} reps, medians): index {index_ms:.3} ms, attention {attention_ms:.3} ms, \
+             total {:.3} ms on {}",
+            index_ms + attention_ms,
+            be.info().name
+        );
+        of.metadata.insert("time_ms_index".into(), format!("{index_ms}"));
+        of.metadata.insert("time_ms_attention".into(), format!("{attention_ms}"));
+    }
     if save_index {
         if let Some(ix) = ix {
             put_index(&mut of, &be.download_index(&ix)?);
@@ -221,6 +241,68 @@ fn run(
         be.info().name
     );
     Ok(())
+}
+
+/// Medians over `reps` runs of the layer's index building and of its attention kernels
+/// (A-shape and dense heads in one kernel, sparse heads in another), each timed from the call
+/// to the end of a device synchronize.
+fn time_layer(
+    be: &dyn Backend,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    patterns: &[Pattern],
+    out: &mut DeviceTensor,
+    reps: usize,
+) -> Result<(f64, f64)> {
+    let n = q.dims()[2];
+    let windows: Vec<Option<(usize, usize)>> = patterns
+        .iter()
+        .map(|p| match *p {
+            Pattern::Dense => Some((0, n)),
+            Pattern::AShape { sink, local } => Some((sink, local)),
+            _ => None,
+        })
+        .collect();
+    let all_dense = patterns.iter().all(|p| *p == Pattern::Dense);
+    let any_window = windows.iter().any(Option::is_some);
+    let uses_index = patterns.iter().any(Pattern::uses_index);
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let index = if uses_index {
+        Some(be.build_index(q, k, patterns)?)
+    } else {
+        None
+    };
+    let mut t_index = Vec::with_capacity(reps);
+    let mut t_attention = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        be.synchronize()?;
+        if uses_index {
+            let t0 = Instant::now();
+            be.build_index(q, k, patterns)?;
+            be.synchronize()?;
+            t_index.push(t0.elapsed().as_secs_f64() * 1e3);
+        } else {
+            t_index.push(0.0);
+        }
+        let t0 = Instant::now();
+        if all_dense {
+            be.dense_attention(q, k, v, out)?;
+        } else {
+            if any_window {
+                be.a_shape_attention(q, k, v, &windows, out)?;
+            }
+            if let Some(ix) = &index {
+                be.sparse_attention(q, k, v, ix, out)?;
+            }
+        }
+        be.synchronize()?;
+        t_attention.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(t_index), median(t_attention)))
 }
 
 fn check(backend: &str, dir: &Path) -> Result<()> {
