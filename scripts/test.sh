@@ -20,6 +20,25 @@ if ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
 fi
 # The WGSL tests must run on a real adapter here: fail, never skip, if none opens.
 export MINFERENCE_REQUIRE_WGPU=1
+# NVRTC (no GPU needed) so that every CUDA kernel family is compiled for sm_80 and sm_90 here:
+# NVIDIA's pip wheel of the runtime compiler, unpacked into target/ (git-ignored).
+if ! ldconfig -p | grep -q libnvrtc.so; then
+  nvrtc=target/nvrtc/nvidia/cuda_nvrtc/lib
+  if [ ! -e "$nvrtc/libnvrtc.so" ]; then
+    echo "== fetching NVRTC (nvidia-cuda-nvrtc-cu12 wheel) for the CUDA compile check"
+    mkdir -p target/nvrtc
+    if python3 -m pip download --quiet --no-deps nvidia-cuda-nvrtc-cu12==12.9.86 -d target/nvrtc \
+        && python3 -m zipfile -e target/nvrtc/nvidia_cuda_nvrtc_cu12-*.whl target/nvrtc; then
+      ln -sf libnvrtc.so.12 "$nvrtc/libnvrtc.so"
+    else
+      echo "!! could not fetch NVRTC: the CUDA compile check will say SKIPPED"
+    fi
+  fi
+  if [ -e "$nvrtc/libnvrtc.so" ]; then
+    export LD_LIBRARY_PATH="$PWD/$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export MINFERENCE_REQUIRE_NVRTC=1
+  fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
