@@ -296,7 +296,12 @@ impl std::str::FromStr for Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| invalid("variant", format!("`{s}` is not one of rowwise, tiled, coop")))
+            .ok_or_else(|| {
+                invalid(
+                    "variant",
+                    format!("`{s}` is not one of rowwise, tiled, coop"),
+                )
+            })
     }
 }
 
