@@ -4,19 +4,24 @@
 // query head) and visits keys in tiles of BLOCK_N = 64. The invocations form a 16 x 16 grid
 // (tx = lid % 16, ty = lid / 16):
 // - scores: invocation (tx, ty) computes the 4 x 4 micro-tile S[4ty + r, 4tx + j] from Q and
-//   K chunks of QK_CHUNK dims staged in workgroup memory (vec4 loads along D, swizzled);
+//   K chunks of QK_CHUNK = 64 dims staged in workgroup memory (vec4 loads along D, swizzled);
 // - online softmax: the row max goes through workgroup memory (each invocation writes its
 //   4 partial maxima, every invocation of the row group reads the 16 partials), so all 16
 //   invocations of a row group hold the same running max m; each keeps its own partial row
-//   sum l (over its keys, rescaled alike) and writes its P micro-tile to `p_tile`;
+//   sum l (over its keys, rescaled alike, summed once at the end) and writes its P
+//   micro-tile to `p_tile`;
 // - P.V: invocation (tx, ty) accumulates O[4ty + r, 4(tx + 16g) .. + 4] (g < D / 64) from
-//   `p_tile` and V chunks staged in workgroup memory.
-// Workgroup memory: `stage` (16 KiB, the Q/K chunk, the V chunk or the row partials in turn)
-// and `p_tile` (16 KiB): 32 KiB, lavapipe's limit. Barriers per tile: 2 per Q/K chunk
-// (D / 32 chunks), 2 for the row max, 2 per V chunk (D / 32 chunks): 14 for D = 128.
-// Every loop that holds a barrier has a workgroup-uniform trip count (params, the uniform
-// tile list, index entries read at the workgroup's own index row); invalid rows and keys
-// are masked, never skipped, so every invocation reaches every barrier.
+//   `p_tile` and V chunks of STAGE4 / (D / 4) keys staged in workgroup memory.
+// Workgroup memory, 32 KiB (lavapipe's limit): `stage` (16 KiB: the K chunk, the row
+// partials, the V chunk in turn) and `p_tile` (16 KiB: the Q chunk during the scores, then P).
+// Barriers per tile: 2 per Q/K chunk, 2 for the row max, 2 per V chunk; 10 for D = 128, 6 for
+// D = 64. The global loads of the next chunk are issued into registers before the current
+// chunk is computed (`fetch_*`, then `put_*` after the next barrier), so only the first
+// chunk of a tile waits for memory.
+// Every loop that holds a barrier has a workgroup-uniform trip count (params, the tile
+// bounds, index entries read at the workgroup's own index row); invalid rows and keys are
+// masked, never skipped, so every invocation reaches every barrier (an earlier lavapipe
+// failure with barriers in the key loop is described in attention_core.wgsl).
 // Which keys a tile holds is the caller's policy (`tile_key`): a contiguous range
 // (`visit_range`) or a list of columns (`visit_columns`). Masking as in the rowwise core:
 // key `j` is visible to row `i` iff `j <= i` and (`j < window_sink` or `i - j < window_local`).
@@ -40,18 +45,20 @@ const BLOCK_N: u32 = 64u;
 /// Invocations per workgroup: a 16 x 16 grid of 4 x 4 score micro-tiles.
 const THREADS: u32 = 256u;
 const GRID: u32 = 16u;
-/// vec4 columns of a staged Q or K chunk (QK_CHUNK = 32 dims).
-const QK_CHUNK4: u32 = 8u;
+/// vec4 columns of a staged Q or K chunk (QK_CHUNK = 64 dims).
+const QK_CHUNK4: u32 = 16u;
+/// vec4 elements each invocation moves per staged chunk (STAGE4 / THREADS).
+const PER_THREAD4: u32 = 4u;
 /// vec4 slots of `stage`: 16 KiB.
 const STAGE4: u32 = 1024u;
 /// Start of the running max: finite, far below any base-2 score (exp2_clamped(MASKED - x) == 0).
 const MASKED: f32 = -1.0e30;
 
-// In turn: Q chunk [BLOCK_M, QK_CHUNK4] ++ K chunk [BLOCK_N, QK_CHUNK4] (both swizzled, see
-// `qk_at`); V chunk [STAGE4 / (D / 4) keys, D / 4]; row partials [16 (ty), 16 (tx)] of vec4
-// (one component per row of the micro-tile).
+// In turn: K chunk [BLOCK_N, QK_CHUNK4] (swizzled, see `qk_at`); row partials [16 (ty), 16 (tx)]
+// of vec4 (one component per row of the micro-tile); V chunk [STAGE4 / (D / 4) keys, D / 4].
 var<workgroup> stage: array<vec4<f32>, STAGE4>;
-var<workgroup> p_tile: array<vec4<f32>, 1024>; // P [BLOCK_M, BLOCK_N / 4]
+// In turn: Q chunk [BLOCK_M, QK_CHUNK4] (swizzled, pre-scaled); P [BLOCK_M, BLOCK_N / 4].
+var<workgroup> p_tile: array<vec4<f32>, STAGE4>;
 
 var<private> lid: u32;
 var<private> tx: u32;
@@ -60,6 +67,7 @@ var<private> row0: u32;       // first query row of the workgroup
 var<private> q_base: u32;     // element offset of row 0 of this (b, h) in q and out
 var<private> kv_base: u32;    // element offset of key 0 of this head's kv head
 var<private> head_dim4: u32;  // D / 4
+var<private> head_dim4_log2: u32;
 var<private> wide: bool;      // D == 128: two output vec4 columns per invocation, else one
 var<private> window_sink: u32;
 var<private> window_local: u32;
@@ -70,6 +78,10 @@ var<private> m_i: vec4<f32>;
 var<private> l_i: vec4<f32>;
 // Unnormalised output: acc[2r + g] = O[4ty + r, 4(tx + 16g) .. + 4].
 var<private> acc: array<vec4<f32>, 8>;
+// The next chunk's elements, fetched from storage ahead of their barrier: slot t holds
+// element lid + THREADS t of the chunk (Q or V in fetched_a, K in fetched_b).
+var<private> fetched_a: array<vec4<f32>, PER_THREAD4>;
+var<private> fetched_b: array<vec4<f32>, PER_THREAD4>;
 // The current tile's keys, computed by every invocation alike: a range tile holds keys
 // tile_base + s below tile_hi; a column tile (tile_columns) holds column_index[tile_base + s]
 // for tile_base + s < tile_hi.
@@ -90,6 +102,7 @@ fn start_row_block(bh: u32, block: u32, local: u32) {
     kv_base = (b * params.kv_heads + kvh) * n * d;
     q_base = bh * n * d;
     head_dim4 = d / 4u;
+    head_dim4_log2 = firstTrailingBit(head_dim4); // D is 64 or 128
     wide = d > 64u;
     row0 = block * BLOCK_M;
     m_i = vec4<f32>(MASKED);
@@ -107,44 +120,88 @@ fn qk_at(row: u32, c: u32) -> u32 {
     return row * QK_CHUNK4 + (c ^ ((row >> 2u) & 7u));
 }
 
-/// Stage dims [4 c0, 4 c0 + QK_CHUNK) of the block's Q rows (pre-scaled; rows past N
-/// repeat row N - 1) and of the tile's K rows (missing keys are 0).
-fn load_qk_chunk(c0: u32) {
+/// Fetch dims [4 c0, 4 c0 + QK_CHUNK) of the block's Q rows (pre-scaled; rows past N repeat
+/// row N - 1) and of the tile's K rows (missing keys are 0) into registers.
+fn fetch_qk(c0: u32) {
     let n = params.seq_len;
     let d = params.head_dim;
-    workgroupBarrier(); // the previous users of `stage` are done
-    for (var i = lid; i < BLOCK_M * QK_CHUNK4; i += THREADS) {
+    for (var t = 0u; t < PER_THREAD4; t++) {
+        let i = lid + THREADS * t;
         let r = i / QK_CHUNK4;
-        let c = i % QK_CHUNK4;
+        let c = c0 + i % QK_CHUNK4;
         let row = min(row0 + r, n - 1u);
-        stage[qk_at(r, c)] = load_q4(q_base + row * d + 4u * (c0 + c)) * params.scale_log2;
+        fetched_a[t] = load_q4(q_base + row * d + 4u * c) * params.scale_log2;
         let key = tile_key(r);
         var kr = vec4<f32>(0.0);
         if key >= 0 {
-            kr = load_k4(kv_base + u32(key) * d + 4u * (c0 + c));
+            kr = load_k4(kv_base + u32(key) * d + 4u * c);
         }
-        stage[BLOCK_M * QK_CHUNK4 + qk_at(r, c)] = kr;
+        fetched_b[t] = kr;
+    }
+}
+
+/// Store the fetched Q chunk to `p_tile` and K chunk to `stage`, between two barriers.
+fn put_qk() {
+    workgroupBarrier(); // the previous users of `stage` and `p_tile` are done
+    for (var t = 0u; t < PER_THREAD4; t++) {
+        let i = lid + THREADS * t;
+        let at = qk_at(i / QK_CHUNK4, i % QK_CHUNK4);
+        p_tile[at] = fetched_a[t];
+        stage[at] = fetched_b[t];
     }
     workgroupBarrier();
 }
 
-/// s = Q K^T for the micro-tile, over D in chunks of QK_CHUNK.
-fn scores() {
-    for (var r = 0u; r < 4u; r++) {
-        s[r] = vec4<f32>(0.0);
+/// Fetch the V rows of tile slots [k0, k0 + STAGE4 / (D / 4)) into registers (missing keys 0).
+fn fetch_v(k0: u32) {
+    let d = params.head_dim;
+    for (var t = 0u; t < PER_THREAD4; t++) {
+        let i = lid + THREADS * t;
+        let key = tile_key(k0 + (i >> head_dim4_log2));
+        var vr = vec4<f32>(0.0);
+        if key >= 0 {
+            vr = load_v4(kv_base + u32(key) * d + 4u * (i & (head_dim4 - 1u)));
+        }
+        fetched_a[t] = vr;
     }
-    let k_at = BLOCK_M * QK_CHUNK4;
+}
+
+/// Store the fetched V chunk to `stage`, between two barriers.
+fn put_v() {
+    workgroupBarrier(); // the previous users of `stage` are done
+    for (var t = 0u; t < PER_THREAD4; t++) {
+        stage[lid + THREADS * t] = fetched_a[t];
+    }
+    workgroupBarrier();
+}
+
+/// s = Q K^T for the micro-tile, over D in chunks of QK_CHUNK; ends with the first V
+/// chunk fetched.
+fn scores() {
+    s[0] = vec4<f32>(0.0);
+    s[1] = vec4<f32>(0.0);
+    s[2] = vec4<f32>(0.0);
+    s[3] = vec4<f32>(0.0);
+    fetch_qk(0u);
     for (var c0 = 0u; c0 < head_dim4; c0 += QK_CHUNK4) {
-        load_qk_chunk(c0);
+        put_qk();
+        if c0 + QK_CHUNK4 < head_dim4 {
+            fetch_qk(c0 + QK_CHUNK4);
+        } else {
+            fetch_v(0u);
+        }
         for (var c = 0u; c < QK_CHUNK4; c++) {
-            let k0 = stage[k_at + qk_at(4u * tx, c)];
-            let k1 = stage[k_at + qk_at(4u * tx + 1u, c)];
-            let k2 = stage[k_at + qk_at(4u * tx + 2u, c)];
-            let k3 = stage[k_at + qk_at(4u * tx + 3u, c)];
-            for (var r = 0u; r < 4u; r++) {
-                let qr = stage[qk_at(4u * ty + r, c)];
-                s[r] += vec4<f32>(dot(qr, k0), dot(qr, k1), dot(qr, k2), dot(qr, k3));
-            }
+            // Column j of k4 is key 4tx + j: q * k4 = (q . k_0, .., q . k_3).
+            let k4 = mat4x4<f32>(
+                stage[qk_at(4u * tx, c)],
+                stage[qk_at(4u * tx + 1u, c)],
+                stage[qk_at(4u * tx + 2u, c)],
+                stage[qk_at(4u * tx + 3u, c)],
+            );
+            s[0] += p_tile[qk_at(4u * ty, c)] * k4;
+            s[1] += p_tile[qk_at(4u * ty + 1u, c)] * k4;
+            s[2] += p_tile[qk_at(4u * ty + 2u, c)] * k4;
+            s[3] += p_tile[qk_at(4u * ty + 3u, c)] * k4;
         }
     }
 }
@@ -168,10 +225,6 @@ fn max4(x: vec4<f32>) -> f32 {
     return max(max(x.x, x.y), max(x.z, x.w));
 }
 
-fn sum4(x: vec4<f32>) -> f32 {
-    return x.x + x.y + x.z + x.w;
-}
-
 fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
 }
@@ -189,6 +242,11 @@ fn row_group_max(x: vec4<f32>) -> vec4<f32> {
     return m;
 }
 
+/// P of micro-tile row r (masked scores give 0, also when the whole row is masked).
+fn probabilities(x: vec4<f32>, m: f32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp2_clamped4(x - vec4<f32>(m)), x > vec4<f32>(MASKED));
+}
+
 /// Online softmax: new running max, rescale of l and acc, P of the micro-tile to `p_tile`.
 /// No infinities are used (drivers may compile with fast math): masked keys score the
 /// finite MASKED, which is also where the running max starts; a fully masked tile leaves
@@ -198,67 +256,64 @@ fn online_softmax() {
     let m_new = max(m_i, tile_max);
     let correction = exp2_clamped4(m_i - m_new);
     m_i = m_new;
-    var sums = vec4<f32>(0.0);
-    for (var r = 0u; r < 4u; r++) {
-        let p = select(vec4<f32>(0.0), exp2_clamped4(s[r] - vec4<f32>(m_new[r])), s[r] > vec4<f32>(MASKED));
-        sums[r] = sum4(p);
-        p_tile[(4u * ty + r) * (BLOCK_N / 4u) + tx] = p;
-        acc[2u * r] *= correction[r];
-        acc[2u * r + 1u] *= correction[r];
-    }
-    l_i = l_i * correction + sums;
+    let p0 = probabilities(s[0], m_new.x);
+    let p1 = probabilities(s[1], m_new.y);
+    let p2 = probabilities(s[2], m_new.z);
+    let p3 = probabilities(s[3], m_new.w);
+    let one = vec4<f32>(1.0);
+    l_i = l_i * correction + vec4<f32>(dot(p0, one), dot(p1, one), dot(p2, one), dot(p3, one));
+    p_tile[(4u * ty) * (BLOCK_N / 4u) + tx] = p0;
+    p_tile[(4u * ty + 1u) * (BLOCK_N / 4u) + tx] = p1;
+    p_tile[(4u * ty + 2u) * (BLOCK_N / 4u) + tx] = p2;
+    p_tile[(4u * ty + 3u) * (BLOCK_N / 4u) + tx] = p3;
+    acc[0] *= correction.x;
+    acc[1] *= correction.x;
+    acc[2] *= correction.y;
+    acc[3] *= correction.y;
+    acc[4] *= correction.z;
+    acc[5] *= correction.z;
+    acc[6] *= correction.w;
+    acc[7] *= correction.w;
 }
 
-/// Stage V rows of tile slots [k0, k0 + keys) (missing keys are 0).
-fn load_v_chunk(k0: u32, keys: u32) {
-    let d = params.head_dim;
-    workgroupBarrier(); // the previous users of `stage` are done
-    for (var i = lid; i < keys * head_dim4; i += THREADS) {
-        let slot = i / head_dim4;
-        let c = i % head_dim4;
-        let key = tile_key(k0 + slot);
-        var vr = vec4<f32>(0.0);
-        if key >= 0 {
-            vr = load_v4(kv_base + u32(key) * d + 4u * c);
-        }
-        stage[i] = vr;
-    }
-    workgroupBarrier();
-}
-
-/// acc[r] += p[r] * V[slot] for the staged V row `slot` (p: one key's P over the 4 rows).
-fn accumulate_key(slot: u32, p: vec4<f32>) {
-    let v0 = stage[slot * head_dim4 + tx];
-    acc[0] += p.x * v0;
-    acc[2] += p.y * v0;
-    acc[4] += p.z * v0;
-    acc[6] += p.w * v0;
-    if wide {
-        let v1 = stage[slot * head_dim4 + tx + GRID];
-        acc[1] += p.x * v1;
-        acc[3] += p.y * v1;
-        acc[5] += p.z * v1;
-        acc[7] += p.w * v1;
-    }
-}
-
-/// acc += P V over the tile, V staged in chunks of STAGE4 / (D / 4) keys.
+/// acc += P V over the tile, V staged in chunks of STAGE4 / (D / 4) keys (the first one
+/// fetched by `scores`).
 fn accumulate_pv() {
-    let keys = STAGE4 / head_dim4;
+    let keys = STAGE4 >> head_dim4_log2;
     for (var k0 = 0u; k0 < BLOCK_N; k0 += keys) {
-        load_v_chunk(k0, keys);
-        for (var kk = 0u; kk < keys; kk += 4u) {
-            let at = (k0 + kk) / 4u;
-            let p0 = p_tile[(4u * ty) * (BLOCK_N / 4u) + at];
-            let p1 = p_tile[(4u * ty + 1u) * (BLOCK_N / 4u) + at];
-            let p2 = p_tile[(4u * ty + 2u) * (BLOCK_N / 4u) + at];
-            let p3 = p_tile[(4u * ty + 3u) * (BLOCK_N / 4u) + at];
-            accumulate_key(kk, vec4<f32>(p0.x, p1.x, p2.x, p3.x));
-            accumulate_key(kk + 1u, vec4<f32>(p0.y, p1.y, p2.y, p3.y));
-            accumulate_key(kk + 2u, vec4<f32>(p0.z, p1.z, p2.z, p3.z));
-            accumulate_key(kk + 3u, vec4<f32>(p0.w, p1.w, p2.w, p3.w));
+        put_v();
+        if k0 + keys < BLOCK_N {
+            fetch_v(k0 + keys);
+        }
+        if wide {
+            for (var kk = 0u; kk < keys; kk += 4u) {
+                accumulate_keys(k0, kk, 0u);
+                accumulate_keys(k0, kk, 1u);
+            }
+        } else {
+            for (var kk = 0u; kk < keys; kk += 4u) {
+                accumulate_keys(k0, kk, 0u);
+            }
         }
     }
+}
+
+/// acc[2r + g] += P[4ty + r, k0 + kk .. + 4] V[kk .. + 4, 4(tx + 16g) .. + 4] for the 4
+/// staged V rows kk .. kk + 4 (g = 0 or 1; calls pass it as a constant).
+fn accumulate_keys(k0: u32, kk: u32, g: u32) {
+    // Column e of v4 is V row kk + e: v4 * p = sum_e p[e] V[kk + e].
+    let col = tx + GRID * g;
+    let v4 = mat4x4<f32>(
+        stage[(kk) * head_dim4 + col],
+        stage[(kk + 1u) * head_dim4 + col],
+        stage[(kk + 2u) * head_dim4 + col],
+        stage[(kk + 3u) * head_dim4 + col],
+    );
+    let at = (k0 + kk) / 4u;
+    acc[g] += v4 * p_tile[(4u * ty) * (BLOCK_N / 4u) + at];
+    acc[2u + g] += v4 * p_tile[(4u * ty + 1u) * (BLOCK_N / 4u) + at];
+    acc[4u + g] += v4 * p_tile[(4u * ty + 2u) * (BLOCK_N / 4u) + at];
+    acc[6u + g] += v4 * p_tile[(4u * ty + 3u) * (BLOCK_N / 4u) + at];
 }
 
 /// One tile: scores, mask, online softmax, P V.
