@@ -7,7 +7,13 @@
 //! - `vertical_slash_index`: conversion of the selections to `block_count`/`block_offset`/
 //!   `column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
-//!   with an f32 online softmax (`attention_core.wgsl`).
+//!   with an f32 online softmax, in one family per [`Variant`]:
+//!   - [`Variant::Rowwise`] (`attention_core.wgsl`): one query row per invocation, K/V read
+//!     from storage, no workgroup memory; the fallback that runs anywhere;
+//!   - [`Variant::Tiled`] (`attention_tiled_core.wgsl`, stems `{kind}_tiled`): 64 rows x 64
+//!     keys per tile, 256 invocations, each with a 4 x 4 score micro-tile and a 4 x D/16
+//!     output micro-tile; Q/K chunks, P and V chunks in 32 KiB of workgroup memory; chosen by
+//!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
