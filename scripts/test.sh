@@ -20,6 +20,8 @@ if ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
 fi
 # The WGSL tests must run on a real adapter here: fail, never skip, if none opens.
 export MINFERENCE_REQUIRE_WGPU=1
+# Both portable attention variants must open on it (lavapipe: 32 KiB of workgroup memory).
+export MINFERENCE_REQUIRE_WGPU_VARIANTS=rowwise,tiled
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
