@@ -107,9 +107,7 @@ fn start_row_block(bh: u32, block: u32, local: u32) {
     row0 = block * BLOCK_M;
     m_i = vec4<f32>(MASKED);
     l_i = vec4<f32>(0.0);
-    for (var i = 0u; i < 8u; i++) {
-        acc[i] = vec4<f32>(0.0);
-    }
+    acc = array<vec4<f32>, 8>();
     window_sink = n;
     window_local = n + 1u;
 }
@@ -120,58 +118,77 @@ fn qk_at(row: u32, c: u32) -> u32 {
     return row * QK_CHUNK4 + (c ^ ((row >> 2u) & 7u));
 }
 
+// The private arrays below are only indexed by constants (unrolled by hand), so drivers
+// keep them in registers.
+
 /// Fetch dims [4 c0, 4 c0 + QK_CHUNK) of the block's Q rows (pre-scaled; rows past N repeat
 /// row N - 1) and of the tile's K rows (missing keys are 0) into registers.
 fn fetch_qk(c0: u32) {
-    let n = params.seq_len;
-    let d = params.head_dim;
-    for (var t = 0u; t < PER_THREAD4; t++) {
-        let i = lid + THREADS * t;
-        let r = i / QK_CHUNK4;
-        let c = c0 + i % QK_CHUNK4;
-        let row = min(row0 + r, n - 1u);
-        fetched_a[t] = load_q4(q_base + row * d + 4u * c) * params.scale_log2;
-        let key = tile_key(r);
-        var kr = vec4<f32>(0.0);
-        if key >= 0 {
-            kr = load_k4(kv_base + u32(key) * d + 4u * c);
-        }
-        fetched_b[t] = kr;
+    fetched_a[0] = fetch_q(c0, lid);
+    fetched_b[0] = fetch_k(c0, lid);
+    fetched_a[1] = fetch_q(c0, lid + THREADS);
+    fetched_b[1] = fetch_k(c0, lid + THREADS);
+    fetched_a[2] = fetch_q(c0, lid + 2u * THREADS);
+    fetched_b[2] = fetch_k(c0, lid + 2u * THREADS);
+    fetched_a[3] = fetch_q(c0, lid + 3u * THREADS);
+    fetched_b[3] = fetch_k(c0, lid + 3u * THREADS);
+}
+
+/// Element i of the Q chunk at c0: row i / QK_CHUNK4, vec4 column c0 + i % QK_CHUNK4.
+fn fetch_q(c0: u32, i: u32) -> vec4<f32> {
+    let row = min(row0 + i / QK_CHUNK4, params.seq_len - 1u);
+    return load_q4(q_base + row * params.head_dim + 4u * (c0 + i % QK_CHUNK4)) * params.scale_log2;
+}
+
+/// Element i of the K chunk at c0: tile slot i / QK_CHUNK4, vec4 column c0 + i % QK_CHUNK4.
+fn fetch_k(c0: u32, i: u32) -> vec4<f32> {
+    let key = tile_key(i / QK_CHUNK4);
+    if key < 0 {
+        return vec4<f32>(0.0);
     }
+    return load_k4(kv_base + u32(key) * params.head_dim + 4u * (c0 + i % QK_CHUNK4));
 }
 
 /// Store the fetched Q chunk to `p_tile` and K chunk to `stage`, between two barriers.
 fn put_qk() {
     workgroupBarrier(); // the previous users of `stage` and `p_tile` are done
-    for (var t = 0u; t < PER_THREAD4; t++) {
-        let i = lid + THREADS * t;
-        let at = qk_at(i / QK_CHUNK4, i % QK_CHUNK4);
-        p_tile[at] = fetched_a[t];
-        stage[at] = fetched_b[t];
-    }
+    put_qk_element(lid, fetched_a[0], fetched_b[0]);
+    put_qk_element(lid + THREADS, fetched_a[1], fetched_b[1]);
+    put_qk_element(lid + 2u * THREADS, fetched_a[2], fetched_b[2]);
+    put_qk_element(lid + 3u * THREADS, fetched_a[3], fetched_b[3]);
     workgroupBarrier();
+}
+
+fn put_qk_element(i: u32, q4: vec4<f32>, k4: vec4<f32>) {
+    let at = qk_at(i / QK_CHUNK4, i % QK_CHUNK4);
+    p_tile[at] = q4;
+    stage[at] = k4;
 }
 
 /// Fetch the V rows of tile slots [k0, k0 + STAGE4 / (D / 4)) into registers (missing keys 0).
 fn fetch_v(k0: u32) {
-    let d = params.head_dim;
-    for (var t = 0u; t < PER_THREAD4; t++) {
-        let i = lid + THREADS * t;
-        let key = tile_key(k0 + (i >> head_dim4_log2));
-        var vr = vec4<f32>(0.0);
-        if key >= 0 {
-            vr = load_v4(kv_base + u32(key) * d + 4u * (i & (head_dim4 - 1u)));
-        }
-        fetched_a[t] = vr;
+    fetched_a[0] = fetch_v_element(k0, lid);
+    fetched_a[1] = fetch_v_element(k0, lid + THREADS);
+    fetched_a[2] = fetch_v_element(k0, lid + 2u * THREADS);
+    fetched_a[3] = fetch_v_element(k0, lid + 3u * THREADS);
+}
+
+/// Element i of the V chunk at k0: tile slot k0 + i / (D / 4), vec4 column i % (D / 4).
+fn fetch_v_element(k0: u32, i: u32) -> vec4<f32> {
+    let key = tile_key(k0 + (i >> head_dim4_log2));
+    if key < 0 {
+        return vec4<f32>(0.0);
     }
+    return load_v4(kv_base + u32(key) * params.head_dim + 4u * (i & (head_dim4 - 1u)));
 }
 
 /// Store the fetched V chunk to `stage`, between two barriers.
 fn put_v() {
     workgroupBarrier(); // the previous users of `stage` are done
-    for (var t = 0u; t < PER_THREAD4; t++) {
-        stage[lid + THREADS * t] = fetched_a[t];
-    }
+    stage[lid] = fetched_a[0];
+    stage[lid + THREADS] = fetched_a[1];
+    stage[lid + 2u * THREADS] = fetched_a[2];
+    stage[lid + 3u * THREADS] = fetched_a[3];
     workgroupBarrier();
 }
 
@@ -208,17 +225,21 @@ fn scores() {
 
 /// Scores of keys their row may not see (or of rows past N) become MASKED.
 fn apply_mask() {
-    let n = params.seq_len;
     let keys = vec4<i32>(tile_key(4u * tx), tile_key(4u * tx + 1u), tile_key(4u * tx + 2u), tile_key(4u * tx + 3u));
     let present = keys >= vec4<i32>(0);
     let j = vec4<u32>(max(keys, vec4<i32>(0)));
-    for (var r = 0u; r < 4u; r++) {
-        let row = row0 + 4u * ty + r;
-        let i = vec4<u32>(row);
-        let in_window = (j < vec4<u32>(window_sink)) | (i - j < vec4<u32>(window_local));
-        let visible = present & (j <= i) & in_window & vec4<bool>(row < n);
-        s[r] = select(vec4<f32>(MASKED), s[r], visible);
-    }
+    let row = row0 + 4u * ty;
+    s[0] = select(vec4<f32>(MASKED), s[0], present & visible(row, j));
+    s[1] = select(vec4<f32>(MASKED), s[1], present & visible(row + 1u, j));
+    s[2] = select(vec4<f32>(MASKED), s[2], present & visible(row + 2u, j));
+    s[3] = select(vec4<f32>(MASKED), s[3], present & visible(row + 3u, j));
+}
+
+/// Which of keys j row `row` sees (the rule at the top; rows past N see none).
+fn visible(row: u32, j: vec4<u32>) -> vec4<bool> {
+    let i = vec4<u32>(row);
+    let in_window = (j < vec4<u32>(window_sink)) | (i - j < vec4<u32>(window_local));
+    return (j <= i) & in_window & vec4<bool>(row < params.seq_len);
 }
 
 fn max4(x: vec4<f32>) -> f32 {
@@ -287,33 +308,55 @@ fn accumulate_pv() {
         }
         if wide {
             for (var kk = 0u; kk < keys; kk += 4u) {
-                accumulate_keys(k0, kk, 0u);
-                accumulate_keys(k0, kk, 1u);
+                let p4 = p_block(k0 + kk);
+                add_columns_lo(v_block(kk, tx) * p4);
+                add_columns_hi(v_block(kk, tx + GRID) * p4);
             }
         } else {
             for (var kk = 0u; kk < keys; kk += 4u) {
-                accumulate_keys(k0, kk, 0u);
+                add_columns_lo(v_block(kk, tx) * p_block(k0 + kk));
             }
         }
     }
 }
 
-/// acc[2r + g] += P[4ty + r, k0 + kk .. + 4] V[kk .. + 4, 4(tx + 16g) .. + 4] for the 4
-/// staged V rows kk .. kk + 4 (g = 0 or 1; calls pass it as a constant).
-fn accumulate_keys(k0: u32, kk: u32, g: u32) {
-    // Column e of v4 is V row kk + e: v4 * p = sum_e p[e] V[kk + e].
-    let col = tx + GRID * g;
-    let v4 = mat4x4<f32>(
-        stage[(kk) * head_dim4 + col],
-        stage[(kk + 1u) * head_dim4 + col],
-        stage[(kk + 2u) * head_dim4 + col],
-        stage[(kk + 3u) * head_dim4 + col],
+/// Column r: P[4ty + r, key .. key + 4] (key a multiple of 4).
+fn p_block(key: u32) -> mat4x4<f32> {
+    let at = (4u * ty) * (BLOCK_N / 4u) + key / 4u;
+    return mat4x4<f32>(
+        p_tile[at],
+        p_tile[at + BLOCK_N / 4u],
+        p_tile[at + 2u * (BLOCK_N / 4u)],
+        p_tile[at + 3u * (BLOCK_N / 4u)],
     );
-    let at = (k0 + kk) / 4u;
-    acc[g] += v4 * p_tile[(4u * ty) * (BLOCK_N / 4u) + at];
-    acc[2u + g] += v4 * p_tile[(4u * ty + 1u) * (BLOCK_N / 4u) + at];
-    acc[4u + g] += v4 * p_tile[(4u * ty + 2u) * (BLOCK_N / 4u) + at];
-    acc[6u + g] += v4 * p_tile[(4u * ty + 3u) * (BLOCK_N / 4u) + at];
+}
+
+/// Column e: the staged V row kk + e, vec4 column `col`. So (v_block * p_block) column r is
+/// sum_e P[4ty + r, key + e] V[key + e, 4 col .. + 4].
+fn v_block(kk: u32, col: u32) -> mat4x4<f32> {
+    let at = kk * head_dim4 + col;
+    return mat4x4<f32>(
+        stage[at],
+        stage[at + head_dim4],
+        stage[at + 2u * head_dim4],
+        stage[at + 3u * head_dim4],
+    );
+}
+
+/// acc[2r] += o[r]: output columns 4tx .. + 4 of the 4 rows.
+fn add_columns_lo(o: mat4x4<f32>) {
+    acc[0] += o[0];
+    acc[2] += o[1];
+    acc[4] += o[2];
+    acc[6] += o[3];
+}
+
+/// acc[2r + 1] += o[r]: output columns 4(tx + 16) .. + 4 of the 4 rows (D = 128).
+fn add_columns_hi(o: mat4x4<f32>) {
+    acc[1] += o[0];
+    acc[3] += o[1];
+    acc[5] += o[2];
+    acc[7] += o[3];
 }
 
 /// One tile: scores, mask, online softmax, P V.
@@ -345,17 +388,22 @@ fn store_o(bh: u32) {
         l += stage[ty * GRID + t];
     }
     let inv = select(vec4<f32>(0.0), vec4<f32>(1.0) / max(l, vec4<f32>(1.0e-30)), l > vec4<f32>(0.0));
-    let n = params.seq_len;
-    let d = params.head_dim;
-    for (var r = 0u; r < 4u; r++) {
-        let row = row0 + 4u * ty + r;
-        if row < n {
-            let base = q_base + row * d;
-            store4(base + 4u * tx, acc[2u * r] * inv[r]);
-            if wide {
-                store4(base + 4u * (tx + GRID), acc[2u * r + 1u] * inv[r]);
-            }
-        }
+    let row = row0 + 4u * ty;
+    store_row(row, acc[0] * inv.x, acc[1] * inv.x);
+    store_row(row + 1u, acc[2] * inv.y, acc[3] * inv.y);
+    store_row(row + 2u, acc[4] * inv.z, acc[5] * inv.z);
+    store_row(row + 3u, acc[6] * inv.w, acc[7] * inv.w);
+}
+
+/// Columns 4tx .. + 4 (o0) and, for D = 128, 4(tx + 16) .. + 4 (o1) of output row `row`.
+fn store_row(row: u32, o0: vec4<f32>, o1: vec4<f32>) {
+    if row >= params.seq_len {
+        return;
+    }
+    let base = q_base + row * params.head_dim;
+    store4(base + 4u * tx, o0);
+    if wide {
+        store4(base + 4u * (tx + GRID), o1);
     }
 }
 
