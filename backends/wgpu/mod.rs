@@ -935,3 +935,27 @@ impl Backend for WgpuBackend {
 }
 
 const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
+    #[test]
+    fn tiled_limits_match_the_wgsl() {
+        let core = include_str!("../../shaders/attention_tiled_core.wgsl");
+        assert!(core.contains(&format!("const THREADS: u32 = {TILED_THREADS}u;")));
+        // Two workgroup arrays (`stage`, `p_tile`) of STAGE4 vec4<f32>, nothing else.
+        assert!(core.contains("const STAGE4: u32 = 1024u;"));
+        assert_eq!(core.matches("var<workgroup>").count(), 2);
+        assert_eq!(TILED_WORKGROUP_BYTES, 2 * 1024 * 16);
+        for family in [
+            &DENSE_ATTENTION_TILED,
+            &A_SHAPE_ATTENTION_TILED,
+            &SPARSE_ATTENTION_TILED,
+        ] {
+            let size = format!("@workgroup_size({TILED_THREADS})");
+            assert_eq!(family.source.matches(&size).count(), 2, "{}", family.stem);
+        }
+    }
+}
