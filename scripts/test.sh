@@ -20,6 +20,8 @@ if ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf >/dev/null 2>&1; then
 fi
 # The WGSL tests must run on a real adapter here: fail, never skip, if none opens.
 export MINFERENCE_REQUIRE_WGPU=1
+# Both portable attention variants must open on it (lavapipe: 32 KiB of workgroup memory).
+export MINFERENCE_REQUIRE_WGPU_VARIANTS=rowwise,tiled
 # NVRTC (no GPU needed) so that every CUDA kernel family is compiled for sm_80 and sm_90 here:
 # NVIDIA's pip wheel of the runtime compiler, unpacked into target/ (git-ignored).
 if ! ldconfig -p | grep -q libnvrtc.so; then

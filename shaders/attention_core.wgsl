@@ -10,7 +10,9 @@
 // key loop, q and acc as scalar `array<f32, 128>`) silently skipped the output stores of
 // some invocations; keeping q and acc as `vec4` arrays and dropping the barriers fixed it
 // (which of the two mattered was not isolated: the scalar-array, barrier-free version
-// still failed, so the vec4 layout is the known-good one).
+// still failed, so the vec4 layout is the known-good one). The tiled kernels
+// (attention_tiled_core.wgsl) keep workgroup tiles and barriers in the key loop and pass on
+// lavapipe: every barrier there is in workgroup-uniform control flow.
 // Which keys a tile holds is the caller's policy: a contiguous range (`visit_range`) or a
 // list of columns (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
 // (`j < window_sink` or `i - j < window_local`); dense and sparse use an open window.

@@ -34,8 +34,9 @@ fn tile_key(s: u32) -> i32 {
 
 fn sparse_attention_tiled(wid: vec3<u32>, local: u32) {
     let bh = wid.y;
-    let m = wid.x;
     let rows = (params.seq_len + BLOCK_M - 1u) / BLOCK_M;
+    // Late row blocks first (they tend to hold the most chunks): a shorter tail.
+    let m = rows - 1u - wid.x;
     let at = bh * rows + m;
     // Read at the workgroup's own index row: workgroup-uniform, and so are the loops below.
     let counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));

@@ -123,6 +123,7 @@ fn buffers_over_the_binding_limit_are_errors() {
 
 /// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
 /// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
+/// TFLOP/s count useful work (4 D per attended pair). `MINFERENCE_WGPU_VARIANT` picks the variant.
 /// `MINFERENCE_BENCH_N` picks the lengths (comma-separated; default 4096,16384).
 #[test]
 #[ignore]
@@ -176,8 +177,11 @@ fn bench_dense_vs_sparse() {
             });
             let ix = b.build_index(&q, &k, &pats).unwrap();
             let sparse = time(&mut || b.sparse_attention(&q, &k, &v, &ix, &mut out).unwrap());
+            // Useful work: 4 D per attended (query, key) pair.
+            let pairs = minference::bench::index_pairs(&b.download_index(&ix).unwrap());
+            let sparse_tflops = 4.0 * d as f64 * pairs as f64 / (sparse * 1e-3) / 1e12;
             eprintln!(
-                "wgpu/f16/N={n}: dense {dense:.2} ms ({dense_tflops:.2} TFLOP/s) | {pat}: index {build:.2} ms + sparse {sparse:.2} ms = {:.2} ms, speedup {:.2}x",
+                "wgpu/f16/N={n}: dense {dense:.2} ms ({dense_tflops:.2} TFLOP/s) | {pat}: index {build:.2} ms + sparse {sparse:.2} ms ({sparse_tflops:.2} TFLOP/s) = {:.2} ms, speedup {:.2}x",
                 build + sparse,
                 dense / (build + sparse)
             );

@@ -7,7 +7,13 @@
 //! - `vertical_slash_index`: conversion of the selections to `block_count`/`block_offset`/
 //!   `column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
-//!   with an f32 online softmax (`attention_core.wgsl`).
+//!   with an f32 online softmax, in one family per [`Variant`]:
+//!   - [`Variant::Rowwise`] (`attention_core.wgsl`): one query row per invocation, K/V read
+//!     from storage, no workgroup memory; the fallback that runs anywhere;
+//!   - [`Variant::Tiled`] (`attention_tiled_core.wgsl`, stems `{kind}_tiled`): 64 rows x 64
+//!     keys per tile, 256 invocations, each with a 4 x 4 score micro-tile and a 4 x D/16
+//!     output micro-tile; Q/K chunks, P and V chunks in 32 KiB of workgroup memory; chosen by
+//!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
@@ -929,3 +935,27 @@ impl Backend for WgpuBackend {
 }
 
 const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
+    #[test]
+    fn tiled_limits_match_the_wgsl() {
+        let core = include_str!("../../shaders/attention_tiled_core.wgsl");
+        assert!(core.contains(&format!("const THREADS: u32 = {TILED_THREADS}u;")));
+        // Two workgroup arrays (`stage`, `p_tile`) of STAGE4 vec4<f32>, nothing else.
+        assert!(core.contains("const STAGE4: u32 = 1024u;"));
+        assert_eq!(core.matches("var<workgroup>").count(), 2);
+        assert_eq!(TILED_WORKGROUP_BYTES, 2 * 1024 * 16);
+        for family in [
+            &DENSE_ATTENTION_TILED,
+            &A_SHAPE_ATTENTION_TILED,
+            &SPARSE_ATTENTION_TILED,
+        ] {
+            let size = format!("@workgroup_size({TILED_THREADS})");
+            assert_eq!(family.source.matches(&size).count(), 2, "{}", family.stem);
+        }
+    }
+}
