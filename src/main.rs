@@ -224,8 +224,10 @@ fn run(
             index_ms + attention_ms,
             be.info().name
         );
-        of.metadata.insert("time_ms_index".into(), format!("{index_ms}"));
-        of.metadata.insert("time_ms_attention".into(), format!("{attention_ms}"));
+        of.metadata
+            .insert("time_ms_index".into(), format!("{index_ms}"));
+        of.metadata
+            .insert("time_ms_attention".into(), format!("{attention_ms}"));
     }
     if save_index {
         if let Some(ix) = ix {

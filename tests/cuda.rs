@@ -134,3 +134,42 @@ macro_rules! tiling_suite {
 tiling_suite!(rows64_warp16_sparse_warp32, (64, 1), 2);
 tiling_suite!(rows64_warp32, (64, 2), 1);
 tiling_suite!(rows128_warp16, (128, 1), 1);
+
+/// The on-disk PTX cache: a second compile is read back (same PTX), and an entry whose key
+/// does not match (an edited kernel) is compiled afresh and replaced.
+#[test]
+fn ptx_cache_reuses_matching_entries_only() {
+    use minference::cuda_backend::compile_family_cached;
+    if !nvrtc_present() {
+        let _ = writeln!(std::io::stderr(), "SKIPPED: libnvrtc not found");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let family = Family::BlockSparseIndex;
+    let first = compile_family_cached(family, "sm_80", Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_src();
+    let entries: Vec<_> = std::fs::read_dir(dir.path().join("ptx"))
+        .expect("cache written")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(entries.len(), 2, "one .ptx and one .key: {entries:?}");
+    let key = entries
+        .iter()
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .expect("a key file");
+    let ptx = key.with_extension("ptx");
+    // A planted PTX under the matching key is what the cache returns (proof it was read).
+    std::fs::write(&ptx, "// planted\n").expect("write");
+    let again = compile_family_cached(family, "sm_80", Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_src();
+    assert_eq!(again, "// planted\n");
+    // A key that no longer matches (as after a kernel edit) compiles afresh and rewrites.
+    std::fs::write(key, "arch sm_80\nsomething else").expect("write");
+    let fresh = compile_family_cached(family, "sm_80", Some(dir.path()))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_src();
+    assert_eq!(fresh, first);
+    assert_eq!(std::fs::read_to_string(&ptx).expect("ptx"), first);
+}

@@ -1,5 +1,6 @@
 //! The CUDA backend on cudarc: kernels in `kernels/*.cu`, compiled by NVRTC at first use for
-//! the device's compute capability and cached, one module per kernel family.
+//! the device's compute capability and cached, one module per kernel family: in memory per
+//! backend, and as PTX on disk across processes ([`ptx_cache_dir`]).
 //!
 //! Everything runs on the GPU: upload, the whole index pipeline (vertical-slash estimate,
 //! top-k selection, conversion; block-sparse pooling, scores, selection) and attention.
@@ -135,11 +136,14 @@ impl Family {
     ];
 }
 
+/// NVRTC options of every family (part of the PTX cache key).
+const NVRTC_OPTIONS: [&str; 1] = ["--std=c++17"];
+
 /// Compile one family to PTX for `arch` (e.g. `sm_90`).
 pub fn compile_family(family: Family, arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
     let opts = CompileOptions {
         arch: Some(arch),
-        options: vec!["--std=c++17".into()],
+        options: NVRTC_OPTIONS.iter().map(|o| o.to_string()).collect(),
         name: Some(format!("{}.cu", family.name())),
         ..Default::default()
     };
@@ -148,6 +152,59 @@ pub fn compile_family(family: Family, arch: &'static str) -> Result<cudarc::nvrt
         kernel: family.name().into(),
         msg: format!("NVRTC compile for {arch} failed: {e}"),
     })
+}
+
+/// Where the backend keeps compiled PTX between processes: `$MINFERENCE_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/minference`, else `$HOME/.cache/minference`; `None` (compile every time)
+/// when none is set. NVRTC takes about 20 s per process for all families without it.
+pub fn ptx_cache_dir() -> Option<std::path::PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("MINFERENCE_CACHE_DIR")
+        .map(Into::into)
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| std::path::Path::new(&d).join("minference")))
+        .or_else(|| var("HOME").map(|d| std::path::Path::new(&d).join(".cache/minference")))
+}
+
+/// [`compile_family`] through a PTX cache in `dir` (none: compile). An entry is used only if
+/// its recorded key (arch, NVRTC options, the family's whole source) equals this build's, so
+/// an edited kernel or another arch compiles afresh; an unreadable or unwritable cache only
+/// costs the compile. Entries are written atomically (temporary file, then rename).
+pub fn compile_family_cached(
+    family: Family,
+    arch: &'static str,
+    dir: Option<&std::path::Path>,
+) -> Result<cudarc::nvrtc::Ptx> {
+    use std::hash::{Hash, Hasher};
+    let Some(dir) = dir else {
+        return compile_family(family, arch);
+    };
+    let key = format!(
+        "arch {arch}\noptions {}\n{}",
+        NVRTC_OPTIONS.join(" "),
+        family.source()
+    );
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let stem = dir
+        .join("ptx")
+        .join(format!("{}-{arch}-{:016x}", family.name(), h.finish()));
+    let (key_path, ptx_path) = (stem.with_extension("key"), stem.with_extension("ptx"));
+    if std::fs::read_to_string(&key_path).is_ok_and(|k| k == key) {
+        if let Ok(src) = std::fs::read_to_string(&ptx_path) {
+            return Ok(cudarc::nvrtc::Ptx::from_src(src));
+        }
+    }
+    let ptx = compile_family(family, arch)?;
+    let write = |path: &std::path::Path, text: &str| -> std::io::Result<()> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    };
+    // The PTX first, then the key that vouches for it.
+    let _ = std::fs::create_dir_all(dir.join("ptx"))
+        .and_then(|()| write(&ptx_path, &ptx.to_src()))
+        .and_then(|()| write(&key_path, &key));
+    Ok(ptx)
 }
 
 /// True if libnvrtc can be loaded.
@@ -348,7 +405,7 @@ impl CudaBackend {
             match map.get(&family) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile_family(family, self.arch)?;
+                    let ptx = compile_family_cached(family, self.arch, ptx_cache_dir().as_deref())?;
                     let m = self
                         .ctx
                         .load_module(ptx)
