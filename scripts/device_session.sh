@@ -36,18 +36,18 @@ for part in $PARTS; do case $part in
 tests)
   echo "== cuda tests"
   timeout 400 $D/cuda-test --test-threads=1 2>&1 | grep -E "^test |test result|panicked|FAIL" | grep -v " ok$"
-  echo "== wgpu tests (variants: ${WGPU_VARIANTS:-rowwise,tiled})"
-  MINFERENCE_REQUIRE_WGPU_VARIANTS=${WGPU_VARIANTS:-rowwise,tiled} timeout 400 $D/wgpu-test --test-threads=2 2>&1 \
+  echo "== wgpu tests (variants: ${WGPU_VARIANTS:-rowwise,tiled,coop})"
+  MINFERENCE_REQUIRE_WGPU_VARIANTS=${WGPU_VARIANTS:-rowwise,tiled,coop} timeout 400 $D/wgpu-test --test-threads=2 2>&1 \
     | grep -E "^test |test result|panicked|FAIL|SKIPPED" | grep -v " ok$" ;;
 check)
-  for v in ${CHECK_VARIANTS:-rowwise tiled}; do
+  for v in ${CHECK_VARIANTS:-rowwise tiled coop}; do
     echo "== check wgpu $v"; MINFERENCE_WGPU_VARIANT=$v timeout 200 $D/minference check --backend wgpu 2>&1 | tail -2
   done
   echo "== check cuda"; timeout 200 $D/minference check --backend cuda 2>&1 | tail -2 ;;
 bench)
   echo "== cuda bench"; timeout 300 $D/cuda_bench 2>&1 ;;
 wgpubench)
-  for v in ${BENCH_VARIANTS:-tiled}; do
+  for v in ${BENCH_VARIANTS:-tiled coop}; do
     echo "== wgpu $v bench"
     MINFERENCE_WGPU_VARIANT=$v MINFERENCE_BENCH_N=${WGPU_N:-4096,16384,65536} timeout 300 \
       $D/wgpu-test --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|device"
