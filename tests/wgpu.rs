@@ -198,3 +198,56 @@ fn bench_dense_vs_sparse() {
         }
     }
 }
+
+variant_suite!(coop, super::Variant::CoopMatrix);
+
+/// Every cooperative-matrix WGSL module parses, validates with the capabilities the coop
+/// variant opens the device with (cooperative matrices, f16, subgroups), declares its
+/// `{stem}_f16` entry point, fits the workgroup memory the backend checks for, and compiles to
+/// SPIR-V. Needs no GPU: lavapipe cannot run cooperative matrices, so this is what CI checks.
+#[test]
+fn coop_shaders_validate_and_compile_to_spirv() {
+    use minference::wgpu_backend::{COOP_SOURCES, COOP_WORKGROUP_BYTES};
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    for (stem, source) in COOP_SOURCES {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{stem}: WGSL parse error:\n{}", e.emit_to_string(source)));
+        // SHADER_FLOAT16_IN_FLOAT32 (unpack2x16float) comes from wgpu's downlevel flag
+        // SHADER_F16_IN_F32, which the rowwise kernels need as well.
+        let caps = Capabilities::COOPERATIVE_MATRIX
+            | Capabilities::SHADER_FLOAT16
+            | Capabilities::SHADER_FLOAT16_IN_FLOAT32
+            | Capabilities::SUBGROUP;
+        let info = naga::valid::Validator::new(ValidationFlags::all(), caps)
+            .subgroup_stages(ShaderStages::COMPUTE)
+            .subgroup_operations(SubgroupOperationSet::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{stem}: validation error:\n{}", e.emit_to_string(source)));
+        let entry = format!("{stem}_f16");
+        assert!(
+            module.entry_points.iter().any(|e| e.name == entry),
+            "{stem}: no entry point `{entry}`"
+        );
+        let workgroup_bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()))
+            .sum();
+        assert_eq!(
+            workgroup_bytes, COOP_WORKGROUP_BYTES,
+            "{stem}: workgroup memory of the WGSL vs COOP_WORKGROUP_BYTES"
+        );
+        assert!(
+            workgroup_bytes <= 48 * 1024,
+            "{stem}: {workgroup_bytes} bytes"
+        );
+        let options = naga::back::spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        let words = naga::back::spv::write_vec(&module, &info, &options, None)
+            .unwrap_or_else(|e| panic!("{stem}: SPIR-V error: {e}"));
+        assert!(words.len() > 100, "{stem}: {} SPIR-V words", words.len());
+    }
+}

@@ -40,6 +40,9 @@ pub(crate) struct Context {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub adapter_info: wgpu::AdapterInfo,
+    /// The cooperative-matrix configuration the device was opened with (16x16x16, f16 inputs,
+    /// f32 accumulation), or why there is none.
+    pub coop: std::result::Result<wgpu::CooperativeMatrixProperties, String>,
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     /// A MAP_READ staging buffer reused by downloads, grown as needed.
@@ -52,6 +55,47 @@ fn device_error(kernel: &str, msg: impl Into<String>) -> Error {
         kernel: kernel.to_string(),
         msg: msg.into(),
     }
+}
+
+/// The features the cooperative-matrix kernels need: the matrices, f16 in workgroup memory,
+/// and `subgroup_id`/`num_subgroups` to deal the row slices out to the subgroups.
+pub(crate) const COOP_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::SUBGROUP);
+
+/// The 16x16x16 f16 x f16 -> f32 cooperative-matrix configuration of `adapter`, or why it
+/// has none (missing features, or the configurations it does report).
+fn coop_config(
+    adapter: &wgpu::Adapter,
+) -> std::result::Result<wgpu::CooperativeMatrixProperties, String> {
+    let missing = COOP_FEATURES - adapter.features();
+    if !missing.is_empty() {
+        return Err(format!("the adapter lacks the features {missing:?}"));
+    }
+    let configs = adapter.cooperative_matrix_properties();
+    configs
+        .iter()
+        .find(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        })
+        .copied()
+        .ok_or_else(|| {
+            let listed: Vec<String> = configs
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                    )
+                })
+                .collect();
+            format!(
+                "no 16x16x16 f16->f32 cooperative-matrix configuration (the adapter reports [{}])",
+                listed.join(", ")
+            )
+        })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -78,11 +122,26 @@ impl Context {
         let adapter_info = adapter.get_info();
         // Ask for everything the adapter offers: larger bindings and dispatch grids.
         let limits = adapter.limits();
+        let coop = coop_config(&adapter);
+        // The coop variant's features, requested only where the adapter has them all (the
+        // experimental opt-in only then, too): every other variant needs none.
+        let (required_features, experimental_features) = match coop {
+            Ok(_) => (
+                COOP_FEATURES,
+                // SAFETY: opting into wgpu's experimental cooperative matrices; the coop kernels
+                // are the only users and run only on a configuration the adapter reports.
+                unsafe { wgpu::ExperimentalFeatures::enabled() },
+            ),
+            Err(_) => (
+                wgpu::Features::empty(),
+                wgpu::ExperimentalFeatures::disabled(),
+            ),
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("minference"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -92,6 +151,7 @@ impl Context {
             queue,
             limits,
             adapter_info,
+            coop,
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
             staging: Mutex::new(None),

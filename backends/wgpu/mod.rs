@@ -101,6 +101,57 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     ],
 };
 
+/// Query rows per workgroup of the cooperative-matrix kernels (`BLOCK_M` in
+/// `attention_coop.wgsl`): 32, half an index row block, so that O (32 x D f32) fits in
+/// workgroup memory next to the Q, K, V, S and P tiles.
+const COOP_BLOCK_M: usize = 32;
+/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` (mirrors the tiles
+/// of `attention_coop.wgsl`): q, k, v f16 (32 x 128 each), o f32 (32 x 128), s f32 (32 x 32),
+/// p f16 (32 x 32).
+#[doc(hidden)]
+pub const COOP_WORKGROUP_BYTES: u32 =
+    (3 * 32 * 128 * 2 + 32 * 128 * 4 + 32 * 32 * 4 + 32 * 32 * 2) as u32;
+
+/// The cooperative-matrix kernels (f16 storage only): the core comes first, it carries the
+/// module's `enable` directives.
+const DENSE_ATTENTION_COOP: Family = Family {
+    stem: "dense_attention_coop",
+    source: concat!(
+        include_str!("../../shaders/attention_coop.wgsl"),
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/dense_attention_coop.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite],
+};
+
+const A_SHAPE_ATTENTION_COOP: Family = Family {
+    stem: "a_shape_attention_coop",
+    source: concat!(
+        include_str!("../../shaders/attention_coop.wgsl"),
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/a_shape_attention_coop.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
+};
+
+const SPARSE_ATTENTION_COOP: Family = Family {
+    stem: "sparse_attention_coop",
+    source: concat!(
+        include_str!("../../shaders/attention_coop.wgsl"),
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/sparse_attention_coop.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
+};
+
+/// The WGSL sources of the cooperative-matrix families, by stem (for offline validation).
+#[doc(hidden)]
+pub const COOP_SOURCES: [(&str, &str); 3] = [
+    (DENSE_ATTENTION_COOP.stem, DENSE_ATTENTION_COOP.source),
+    (A_SHAPE_ATTENTION_COOP.stem, A_SHAPE_ATTENTION_COOP.source),
+    (SPARSE_ATTENTION_COOP.stem, SPARSE_ATTENTION_COOP.source),
+];
+
 /// The three attention kernels (each has a family per [`Variant`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum AttentionKind {
@@ -260,7 +311,12 @@ impl std::str::FromStr for Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| invalid("variant", format!("`{s}` is not one of rowwise, tiled, coop")))
+            .ok_or_else(|| {
+                invalid(
+                    "variant",
+                    format!("`{s}` is not one of rowwise, tiled, coop"),
+                )
+            })
     }
 }
 
@@ -331,17 +387,41 @@ impl WgpuBackend {
     }
 
     /// Why `ctx`'s adapter cannot run `variant`, or `None` when it can.
-    fn unsupported_reason(_ctx: &Context, variant: Variant) -> Option<String> {
+    fn unsupported_reason(ctx: &Context, variant: Variant) -> Option<String> {
         match variant {
             Variant::Rowwise => None,
             Variant::Tiled => Some("the tiled kernels are not built yet".into()),
-            Variant::CoopMatrix => Some("the cooperative-matrix kernels are not built yet".into()),
+            Variant::CoopMatrix => {
+                if let Err(why) = &ctx.coop {
+                    return Some(why.clone());
+                }
+                let have = ctx.limits.max_compute_workgroup_storage_size;
+                if have < COOP_WORKGROUP_BYTES {
+                    return Some(format!(
+                        "max_compute_workgroup_storage_size is {have} bytes, the cooperative-matrix \
+                         kernels need {COOP_WORKGROUP_BYTES}"
+                    ));
+                }
+                let sg = ctx.adapter_info.subgroup_max_size;
+                if sg > 64 {
+                    return Some(format!(
+                        "subgroups of up to {sg} invocations: the cooperative-matrix kernels' \
+                         workgroups hold 64"
+                    ));
+                }
+                None
+            }
         }
     }
 
-    /// The family of attention kernel `kind` for this backend's variant.
-    fn attention_family(&self, kind: AttentionKind) -> &'static Family {
+    /// The family of attention kernel `kind` for this backend's variant; `f16` storage or not
+    /// (the coop kernels take f16 only: f32 and bf16-as-f32 storage run the rowwise kernels,
+    /// as f16 tiles would lose their precision and range).
+    fn attention_family(&self, kind: AttentionKind, f16: bool) -> &'static Family {
         match (kind, self.variant) {
+            (AttentionKind::Dense, Variant::CoopMatrix) if f16 => &DENSE_ATTENTION_COOP,
+            (AttentionKind::AShape, Variant::CoopMatrix) if f16 => &A_SHAPE_ATTENTION_COOP,
+            (AttentionKind::Sparse, Variant::CoopMatrix) if f16 => &SPARSE_ATTENTION_COOP,
             (AttentionKind::Dense, _) => &DENSE_ATTENTION,
             (AttentionKind::AShape, _) => &A_SHAPE_ATTENTION,
             (AttentionKind::Sparse, _) => &SPARSE_ATTENTION,
@@ -361,6 +441,9 @@ impl WgpuBackend {
             ("a_shape_attention", true) => "a_shape_attention_f16",
             ("sparse_attention", false) => "sparse_attention_f32",
             ("sparse_attention", true) => "sparse_attention_f16",
+            ("dense_attention_coop", true) => "dense_attention_coop_f16",
+            ("a_shape_attention_coop", true) => "a_shape_attention_coop_f16",
+            ("sparse_attention_coop", true) => "sparse_attention_coop_f16",
             ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
             ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
             ("vertical_slash_estimate", false) => "vertical_slash_estimate_f32",
@@ -384,10 +467,16 @@ impl WgpuBackend {
         })
     }
 
-    /// Grid of the attention kernels: one workgroup per (row block, batch * head).
-    fn attention_grid(shape: &AttnShape) -> Result<[u32; 3]> {
+    /// Grid of the attention kernels: one workgroup per (row block, batch * head); row blocks
+    /// of `BLOCK_M` rows, `COOP_BLOCK_M` for the coop families.
+    fn attention_grid(family: &Family, shape: &AttnShape) -> Result<[u32; 3]> {
+        let rows = if family.stem.ends_with("_coop") {
+            COOP_BLOCK_M
+        } else {
+            BLOCK_M
+        };
         Ok([
-            u32_of("seq_len", shape.seq_len.div_ceil(BLOCK_M))?,
+            u32_of("seq_len", shape.seq_len.div_ceil(rows))?,
             u32_of("batch * q_heads", shape.batch * shape.q_heads)?,
             1,
         ])
@@ -421,7 +510,7 @@ impl WgpuBackend {
             &mut encoder,
             &kernel,
             &buffers,
-            Self::attention_grid(&shape)?,
+            Self::attention_grid(family, &shape)?,
         )?;
         self.ctx.submit(family.stem, encoder)
     }
@@ -451,7 +540,11 @@ impl Backend for WgpuBackend {
                 match self.variant {
                     Variant::Rowwise => "one query row per invocation, K/V from storage",
                     Variant::Tiled => "K/V tiles in workgroup memory, register-blocked scores",
-                    Variant::CoopMatrix => "Q.K^T and P.V on cooperative matrices",
+                    Variant::CoopMatrix => {
+                        "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
+                         accumulation, 32 query rows per workgroup) for f16 tensors; f32 and bf16 \
+                         tensors run the rowwise kernels"
+                    }
                 }
             ),
         }
@@ -787,7 +880,7 @@ impl Backend for WgpuBackend {
         let ix = index.storage::<WgpuIndex>(NAME)?;
         let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
         self.run_attention(
-            self.attention_family(AttentionKind::Sparse),
+            self.attention_family(AttentionKind::Sparse, self.tensor(q, "q")?.f16),
             q,
             k,
             v,
@@ -812,7 +905,7 @@ impl Backend for WgpuBackend {
         let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
         let params = Self::attention_params(&shape, 0, 0)?;
         self.run_attention(
-            self.attention_family(AttentionKind::Dense),
+            self.attention_family(AttentionKind::Dense, self.tensor(q, "q")?.f16),
             q,
             k,
             v,
@@ -843,7 +936,7 @@ impl Backend for WgpuBackend {
         let wbuf = self.ctx.storage_with("windows", bytemuck::cast_slice(&w))?;
         let params = Self::attention_params(&shape, 0, 0)?;
         self.run_attention(
-            self.attention_family(AttentionKind::AShape),
+            self.attention_family(AttentionKind::AShape, self.tensor(q, "q")?.f16),
             q,
             k,
             v,
