@@ -14,7 +14,7 @@
 // O lives in workgroup memory as f32, so the per-row rescale is plain element-wise code and
 // the matrix units accumulate straight onto it (no P.V scratch, no register O).
 // Workgroup memory (D = 128): q 8 KiB + k 8 KiB + v 8 KiB + o 16 KiB + s 4 KiB + p 2 KiB
-// = 47104 bytes (`COOP_WORKGROUP_BYTES` in Rust), under the 48 KiB Vulkan gives on NVIDIA;
+// + zeros 1 KiB = 48128 bytes (`COOP_WORKGROUP_BYTES` in Rust), under the 48 KiB Vulkan gives on NVIDIA;
 // this is why BLOCK_M is 32 here (64 rows would need 32 KiB for O alone).
 // Uniformity: coop ops must run in subgroup-uniform control flow and barriers in workgroup-
 // uniform control flow. WGSL's analysis treats every builtin (subgroup_id) and every storage
@@ -64,6 +64,9 @@ var<workgroup> v_tile: array<f16, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D] row-m
 var<workgroup> o_tile: array<f32, BLOCK_M * MAX_HEAD_DIM>; // [BLOCK_M, D] unnormalised O
 var<workgroup> s_tile: array<f32, BLOCK_M * BLOCK_N>;      // [BLOCK_M, BLOCK_N] raw scores
 var<workgroup> p_tile: array<f16, BLOCK_M * BLOCK_N>;      // [BLOCK_M, BLOCK_N] probabilities
+// [TILE, TILE] zeros: the scores' accumulators start from a load of it (a plain load, rather
+// than the zero-value constructor's OpConstantNull of a cooperative-matrix type).
+var<workgroup> zero_tile: array<f32, TILE * TILE>;
 
 var<private> lid: u32;
 var<private> slice0: u32;      // this subgroup's first row slice
@@ -125,6 +128,9 @@ fn load_q_tile(wid: vec3<u32>, local: u32, sg: u32, nsg: u32) {
     for (var i = lid; i < BLOCK_M * d; i += WORKGROUP_SIZE) {
         o_tile[i] = 0.0;
     }
+    for (var i = lid; i < TILE * TILE; i += WORKGROUP_SIZE) {
+        zero_tile[i] = 0.0;
+    }
 }
 
 fn visible(key: i32) -> bool {
@@ -163,7 +169,7 @@ fn scores() {
     let d = params.head_dim;
     for (var slice = slice0; slice < ROW_SLICES; slice += slice_step) {
         for (var j = 0u; j < KEY_SLICES; j++) {
-            var acc = coop_mat16x16<f32, C>();
+            var acc = coopLoadT<coop_mat16x16<f32, C>>(&zero_tile[0], TILE);
             for (var c = 0u; c < d; c += TILE) {
                 let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[slice * TILE * d + c], d);
                 let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[j * TILE * d + c], d);

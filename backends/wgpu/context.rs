@@ -70,7 +70,12 @@ fn coop_config(
 ) -> std::result::Result<wgpu::CooperativeMatrixProperties, String> {
     let missing = COOP_FEATURES - adapter.features();
     if !missing.is_empty() {
-        return Err(format!("the adapter lacks the features {missing:?}"));
+        let names: Vec<&str> = missing.iter_names().map(|(name, _)| name).collect();
+        return Err(format!(
+            "the adapter lacks the wgpu features {} (cooperative matrices need Vulkan's \
+             VK_KHR_cooperative_matrix with vulkanMemoryModelDeviceScope)",
+            names.join(", ")
+        ));
     }
     let configs = adapter.cooperative_matrix_properties();
     configs

@@ -107,10 +107,10 @@ const VERTICAL_SLASH_INDEX: Family = Family {
 const COOP_BLOCK_M: usize = 32;
 /// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` (mirrors the tiles
 /// of `attention_coop.wgsl`): q, k, v f16 (32 x 128 each), o f32 (32 x 128), s f32 (32 x 32),
-/// p f16 (32 x 32).
+/// p f16 (32 x 32), a 16 x 16 f32 tile of zeros.
 #[doc(hidden)]
 pub const COOP_WORKGROUP_BYTES: u32 =
-    (3 * 32 * 128 * 2 + 32 * 128 * 4 + 32 * 32 * 4 + 32 * 32 * 2) as u32;
+    (3 * 32 * 128 * 2 + 32 * 128 * 4 + 32 * 32 * 4 + 32 * 32 * 2 + 16 * 16 * 4) as u32;
 
 /// The cooperative-matrix kernels (f16 storage only): the core comes first, it carries the
 /// module's `enable` directives.
