@@ -251,3 +251,95 @@ fn coop_shaders_validate_and_compile_to_spirv() {
         assert!(words.len() > 100, "{stem}: {} SPIR-V words", words.len());
     }
 }
+
+/// The three coop kernels one by one on f16 (the dtype they serve), awkward shapes, both head
+/// dims, GQA and batch 2, against float64 with the suite's tolerance rule; the sparse kernel on
+/// the reference index. A failure names the kernel, the case and the element (batch, head,
+/// row, column). Skipped (loudly) where the coop variant does not open, unless
+/// `MINFERENCE_REQUIRE_WGPU_VARIANTS` names `coop`.
+#[test]
+fn coop_kernels_one_by_one_f16() {
+    use minference::generate::random_qkv;
+    use minference::vectors::reference_and_tolerance;
+    use minference::{AttnShape, DType, HostTensor, Pattern};
+    let Some(b) = variant(Variant::CoopMatrix) else {
+        return;
+    };
+    eprintln!("{} | {}", b.info().device, b.info().notes);
+    let mut seed = 900;
+    for &(batch, hq, hkv, n, d) in &[
+        (1, 1, 1, 1, 64),
+        (2, 4, 2, 63, 128),
+        (1, 2, 1, 65, 64),
+        (2, 4, 1, 200, 128),
+        (1, 2, 2, 333, 64),
+        (1, 2, 1, 1000, 128),
+    ] {
+        seed += 1;
+        let shape = AttnShape::new(batch, hq, hkv, n, d).unwrap();
+        let (q, k, v) = random_qkv(batch, hq, hkv, n, d, DType::F16, seed).unwrap();
+        let (qd, kd, vd) = (
+            b.upload(&q).unwrap(),
+            b.upload(&k).unwrap(),
+            b.upload(&v).unwrap(),
+        );
+        let case = format!("B={batch} Hq={hq} Hkv={hkv} N={n} D={d} f16");
+        let check = |kernel: &str, pats: &[Pattern], ix: Option<&minference::HostIndex>, out| {
+            let got = b
+                .download(&out)
+                .unwrap_or_else(|e| panic!("coop {kernel} {case}: download: {e}"))
+                .to_f64();
+            let (want, tol) =
+                reference_and_tolerance(&shape, [&q, &k, &v], DType::F16, pats, ix).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let (bh, rest) = (i / (n * d), i % (n * d));
+                assert!(
+                    (g - w).abs() <= tol,
+                    "coop {kernel} {case}: element {i} (batch {}, head {}, row {}, col {}): \
+                     got {g} want {w} (tol {tol:.3e})",
+                    bh / hq,
+                    bh % hq,
+                    rest / d,
+                    rest % d
+                );
+            }
+            eprintln!("coop {kernel} {case}: ok (tol {tol:.2e})");
+        };
+        let poisoned = || {
+            b.upload(&HostTensor::filled(&shape.q_dims(), f64::NAN, DType::F16))
+                .unwrap()
+        };
+
+        let mut out = poisoned();
+        b.dense_attention(&qd, &kd, &vd, &mut out)
+            .unwrap_or_else(|e| panic!("coop dense_attention {case}: {e}"));
+        check("dense_attention", &vec![Pattern::Dense; hq], None, out);
+
+        let (sink, local) = (4, 45);
+        let mut out = poisoned();
+        b.a_shape_attention(&qd, &kd, &vd, &vec![Some((sink, local)); hq], &mut out)
+            .unwrap_or_else(|e| panic!("coop a_shape_attention {case}: {e}"));
+        check(
+            "a_shape_attention",
+            &vec![Pattern::AShape { sink, local }; hq],
+            None,
+            out,
+        );
+
+        let pats: Vec<Pattern> = (0..hq)
+            .map(|h| match h % 2 {
+                0 => Pattern::VerticalSlash {
+                    vertical: 30,
+                    slash: 70,
+                },
+                _ => Pattern::BlockSparse { top_k: 3 },
+            })
+            .collect();
+        let ix = minference::index::build_index(&shape, &q.to_f64(), &k.to_f64(), &pats).unwrap();
+        let dix = b.upload_index(&ix).unwrap();
+        let mut out = poisoned();
+        b.sparse_attention(&qd, &kd, &vd, &dix, &mut out)
+            .unwrap_or_else(|e| panic!("coop sparse_attention {case}: {e}"));
+        check("sparse_attention", &pats, Some(&ix), out);
+    }
+}

@@ -279,7 +279,13 @@ fn check(stem: &str, case: &str, got: &[f64], want: &[f64], tol: f64) {
 fn coop_kernels_with_scalar_matrix_steps_match_float64() {
     let Some(gpu) = gpu() else { return };
     let mut seed = 40;
-    for &(b, hq, hkv, n) in &[(1, 1, 1, 1), (2, 4, 2, 63), (1, 2, 1, 65), (2, 4, 1, 200)] {
+    for &(b, hq, hkv, n) in &[
+        (1, 1, 1, 1),
+        (2, 4, 2, 63),
+        (1, 2, 1, 65),
+        (2, 4, 1, 200),
+        (1, 2, 1, 1000),
+    ] {
         let d = 64;
         seed += 1;
         let shape = AttnShape::new(b, hq, hkv, n, d).unwrap();
