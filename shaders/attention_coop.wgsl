@@ -22,6 +22,11 @@
 // construction: slice loops depend only on subgroup_id/num_subgroups, every other loop bound
 // and branch depends only on params, workgroup_id and index words read at the same address
 // by all invocations.
+// Known wgpu caveat (gfx-rs/wgpu#8805): modules with cooperative matrices are emitted under
+// the Vulkan memory model without NonPrivatePointer/MakeAvailable/MakeVisible semantics, so the
+// workgroup-memory hand-offs across workgroupBarrier are formally private accesses; drivers
+// treat them as under GLSL450 in practice. Wrong results that look like stale tiles on a GPU
+// point there first.
 enable f16;
 enable wgpu_cooperative_matrix;
 diagnostic(off, derivative_uniformity);

@@ -7,7 +7,11 @@
 //! - `vertical_slash_index`: conversion of the selections to `block_count`/`block_offset`/
 //!   `column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
-//!   with an f32 online softmax (`attention_core.wgsl`).
+//!   with an f32 online softmax (`attention_core.wgsl`);
+//! - `*_attention_coop` ([`Variant::CoopMatrix`], f16 tensors only): the same three kernels
+//!   with Q.K^T and P.V on 16x16x16 cooperative matrices (`attention_coop.wgsl`); the device
+//!   opts into `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only where the
+//!   adapter has them and reports a 16x16x16 f16->f32 configuration.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
