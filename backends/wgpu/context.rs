@@ -127,30 +127,39 @@ impl Context {
         let adapter_info = adapter.get_info();
         // Ask for everything the adapter offers: larger bindings and dispatch grids.
         let limits = adapter.limits();
-        let coop = coop_config(&adapter);
-        // The coop variant's features, requested only where the adapter has them all (the
-        // experimental opt-in only then, too): every other variant needs none.
-        let (required_features, experimental_features) = match coop {
-            Ok(_) => (
-                COOP_FEATURES,
-                // SAFETY: opting into wgpu's experimental cooperative matrices; the coop kernels
-                // are the only users and run only on a configuration the adapter reports.
-                unsafe { wgpu::ExperimentalFeatures::enabled() },
-            ),
-            Err(_) => (
-                wgpu::Features::empty(),
-                wgpu::ExperimentalFeatures::disabled(),
-            ),
+        let mut coop = coop_config(&adapter);
+        let request = |features: wgpu::Features| {
+            let experimental_features = if features.is_empty() {
+                wgpu::ExperimentalFeatures::disabled()
+            } else {
+                // SAFETY: opting into wgpu's experimental cooperative matrices; the coop
+                // kernels are their only users and run only on a configuration the adapter
+                // reports.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            };
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("minference"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features,
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            }))
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("minference"),
-            required_features,
-            required_limits: limits.clone(),
-            experimental_features,
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| unavailable(format!("adapter `{}`: {e}", adapter_info.name)))?;
+        // The coop variant's features are requested only where the adapter has them all (the
+        // experimental opt-in only then, too); every other variant needs none, so a refusal
+        // costs the coop variant only.
+        let opened = match &coop {
+            Ok(_) => request(COOP_FEATURES).or_else(|e| {
+                coop = Err(format!(
+                    "opening the device with {COOP_FEATURES:?} failed: {e}"
+                ));
+                request(wgpu::Features::empty())
+            }),
+            Err(_) => request(wgpu::Features::empty()),
+        };
+        let (device, queue) =
+            opened.map_err(|e| unavailable(format!("adapter `{}`: {e}", adapter_info.name)))?;
         Ok(Self {
             device,
             queue,
