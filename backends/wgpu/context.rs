@@ -40,6 +40,9 @@ pub(crate) struct Context {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub adapter_info: wgpu::AdapterInfo,
+    /// The cooperative-matrix configuration the device was opened with (16x16x16, f16 inputs,
+    /// f32 accumulation), or why there is none.
+    pub coop: std::result::Result<wgpu::CooperativeMatrixProperties, String>,
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     /// A MAP_READ staging buffer reused by downloads, grown as needed.
@@ -52,6 +55,52 @@ fn device_error(kernel: &str, msg: impl Into<String>) -> Error {
         kernel: kernel.to_string(),
         msg: msg.into(),
     }
+}
+
+/// The features the cooperative-matrix kernels need: the matrices, f16 in workgroup memory,
+/// and `subgroup_id`/`num_subgroups` to deal the row slices out to the subgroups.
+pub(crate) const COOP_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::SUBGROUP);
+
+/// The 16x16x16 f16 x f16 -> f32 cooperative-matrix configuration of `adapter`, or why it
+/// has none (missing features, or the configurations it does report).
+fn coop_config(
+    adapter: &wgpu::Adapter,
+) -> std::result::Result<wgpu::CooperativeMatrixProperties, String> {
+    let missing = COOP_FEATURES - adapter.features();
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter_names().map(|(name, _)| name).collect();
+        return Err(format!(
+            "the adapter lacks the wgpu features {} (cooperative matrices need Vulkan's \
+             VK_KHR_cooperative_matrix with vulkanMemoryModelDeviceScope)",
+            names.join(", ")
+        ));
+    }
+    let configs = adapter.cooperative_matrix_properties();
+    configs
+        .iter()
+        .find(|c| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        })
+        .copied()
+        .ok_or_else(|| {
+            let listed: Vec<String> = configs
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}x{}x{} {:?}->{:?}",
+                        c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type
+                    )
+                })
+                .collect();
+            format!(
+                "no 16x16x16 f16->f32 cooperative-matrix configuration (the adapter reports [{}])",
+                listed.join(", ")
+            )
+        })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -78,20 +127,45 @@ impl Context {
         let adapter_info = adapter.get_info();
         // Ask for everything the adapter offers: larger bindings and dispatch grids.
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("minference"),
-            required_features: wgpu::Features::empty(),
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| unavailable(format!("adapter `{}`: {e}", adapter_info.name)))?;
+        let mut coop = coop_config(&adapter);
+        let request = |features: wgpu::Features| {
+            let experimental_features = if features.is_empty() {
+                wgpu::ExperimentalFeatures::disabled()
+            } else {
+                // SAFETY: opting into wgpu's experimental cooperative matrices; the coop
+                // kernels are their only users and run only on a configuration the adapter
+                // reports.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            };
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("minference"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features,
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            }))
+        };
+        // The coop variant's features are requested only where the adapter has them all (the
+        // experimental opt-in only then, too); every other variant needs none, so a refusal
+        // costs the coop variant only.
+        let opened = match &coop {
+            Ok(_) => request(COOP_FEATURES).or_else(|e| {
+                coop = Err(format!(
+                    "opening the device with {COOP_FEATURES:?} failed: {e}"
+                ));
+                request(wgpu::Features::empty())
+            }),
+            Err(_) => request(wgpu::Features::empty()),
+        };
+        let (device, queue) =
+            opened.map_err(|e| unavailable(format!("adapter `{}`: {e}", adapter_info.name)))?;
         Ok(Self {
             device,
             queue,
             limits,
             adapter_info,
+            coop,
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
             staging: Mutex::new(None),

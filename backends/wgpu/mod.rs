@@ -13,7 +13,13 @@
 //!   - [`Variant::Tiled`] (`attention_tiled_core.wgsl`, stems `{kind}_tiled`): 64 rows x 64
 //!     keys per tile, 256 invocations, each with a 4 x 4 score micro-tile and a 4 x D/16
 //!     output micro-tile; Q/K chunks, P and V chunks in 32 KiB of workgroup memory; chosen by
-//!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it.
+//!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it;
+//!   - [`Variant::CoopMatrix`] (`attention_coop.wgsl`, stems `{kind}_coop`, f16 tensors only):
+//!     Q.K^T and P.V on 16x16x16 cooperative matrices; the device opts into
+//!     `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only where the adapter
+//!     has them and reports a 16x16x16 f16->f32 configuration. Opt-in only
+//!     (`MINFERENCE_WGPU_VARIANT=coop`): it has not yet run on a GPU with cooperative
+//!     matrices, so [`WgpuBackend::new`] does not pick it by itself.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
@@ -142,6 +148,57 @@ const VERTICAL_SLASH_INDEX: Family = Family {
         Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
     ],
 };
+
+/// Query rows per workgroup of the cooperative-matrix kernels (`BLOCK_M` in
+/// `attention_coop.wgsl`): 32, half an index row block, so that O (32 x D f32) fits in
+/// workgroup memory next to the Q, K, V, S and P tiles.
+const COOP_BLOCK_M: usize = 32;
+/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` (mirrors the tiles
+/// of `attention_coop.wgsl`): q, k, v f16 (32 x 128 each), o f32 (32 x 128), s f32 (32 x 32),
+/// p f16 (32 x 32), a 16 x 16 f32 tile of zeros.
+#[doc(hidden)]
+pub const COOP_WORKGROUP_BYTES: u32 =
+    (3 * 32 * 128 * 2 + 32 * 128 * 4 + 32 * 32 * 4 + 32 * 32 * 2 + 16 * 16 * 4) as u32;
+
+/// The cooperative-matrix kernels (f16 storage only): the core comes first, it carries the
+/// module's `enable` directives.
+const DENSE_ATTENTION_COOP: Family = Family {
+    stem: "dense_attention_coop",
+    source: concat!(
+        include_str!("../../shaders/attention_coop.wgsl"),
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/dense_attention_coop.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite],
+};
+
+const A_SHAPE_ATTENTION_COOP: Family = Family {
+    stem: "a_shape_attention_coop",
+    source: concat!(
+        include_str!("../../shaders/attention_coop.wgsl"),
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/a_shape_attention_coop.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
+};
+
+const SPARSE_ATTENTION_COOP: Family = Family {
+    stem: "sparse_attention_coop",
+    source: concat!(
+        include_str!("../../shaders/attention_coop.wgsl"),
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/sparse_attention_coop.wgsl")
+    ),
+    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
+};
+
+/// The WGSL sources of the cooperative-matrix families, by stem (for offline validation).
+#[doc(hidden)]
+pub const COOP_SOURCES: [(&str, &str); 3] = [
+    (DENSE_ATTENTION_COOP.stem, DENSE_ATTENTION_COOP.source),
+    (A_SHAPE_ATTENTION_COOP.stem, A_SHAPE_ATTENTION_COOP.source),
+    (SPARSE_ATTENTION_COOP.stem, SPARSE_ATTENTION_COOP.source),
+];
 
 /// The three attention kernels (each has a family per [`Variant`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -321,8 +378,10 @@ pub struct WgpuBackend {
 }
 
 impl WgpuBackend {
-    /// Open the first wgpu adapter with the fastest variant it supports, or the one named by
-    /// `MINFERENCE_WGPU_VARIANT` (`rowwise`, `tiled`, `coop`).
+    /// Open the first wgpu adapter with the fastest portable variant it supports (tiled, else
+    /// rowwise; the cooperative-matrix variant only when asked for, until it has been proven
+    /// on a GPU that has them), or the one named by `MINFERENCE_WGPU_VARIANT` (`rowwise`,
+    /// `tiled`, `coop`).
     /// [`crate::Error::Unavailable`] when there is no adapter; [`crate::Error::Unsupported`]
     /// when the named variant does not run on it.
     pub fn new() -> Result<Self> {
@@ -337,13 +396,12 @@ impl WgpuBackend {
                 Self::with_variant(v)
             }
             _ => {
-                let ctx = Context::open()?;
-                let variant = Variant::ALL
-                    .into_iter()
-                    .rev()
-                    .find(|v| Self::unsupported_reason(&ctx, *v).is_none())
-                    .unwrap_or(Variant::Rowwise);
-                Ok(Self { ctx, variant })
+                let mut b = Self {
+                    ctx: Context::open()?,
+                    variant: Variant::Rowwise,
+                };
+                b.variant = b.portable_variant();
+                Ok(b)
             }
         }
     }
@@ -367,6 +425,16 @@ impl WgpuBackend {
     /// The variant this backend runs.
     pub fn variant(&self) -> Variant {
         self.variant
+    }
+
+    /// The fastest portable variant (no optional feature) this adapter runs: tiled, else
+    /// rowwise.
+    fn portable_variant(&self) -> Variant {
+        if Self::unsupported_reason(&self.ctx, Variant::Tiled).is_none() {
+            Variant::Tiled
+        } else {
+            Variant::Rowwise
+        }
     }
 
     /// The variants this backend's adapter can run, slowest first.
@@ -402,13 +470,42 @@ impl WgpuBackend {
                     None
                 }
             }
-            Variant::CoopMatrix => Some("the cooperative-matrix kernels are not built yet".into()),
+            Variant::CoopMatrix => {
+                if let Err(why) = &ctx.coop {
+                    return Some(why.clone());
+                }
+                let have = ctx.limits.max_compute_workgroup_storage_size;
+                if have < COOP_WORKGROUP_BYTES {
+                    return Some(format!(
+                        "max_compute_workgroup_storage_size is {have} bytes, the cooperative-matrix \
+                         kernels need {COOP_WORKGROUP_BYTES}"
+                    ));
+                }
+                let sg = ctx.adapter_info.subgroup_max_size;
+                if sg > 64 {
+                    return Some(format!(
+                        "subgroups of up to {sg} invocations: the cooperative-matrix kernels' \
+                         workgroups hold 64"
+                    ));
+                }
+                None
+            }
         }
     }
 
-    /// The family of attention kernel `kind` for this backend's variant.
-    fn attention_family(&self, kind: AttentionKind) -> &'static Family {
-        match (kind, self.variant) {
+    /// The family of attention kernel `kind` for this backend's variant; `f16` storage or not
+    /// (the coop kernels take f16 only: f32 and bf16-as-f32 storage run the tiled kernels
+    /// where the adapter fits them, else the rowwise ones, as f16 tiles would lose their
+    /// precision and range).
+    fn attention_family(&self, kind: AttentionKind, f16: bool) -> &'static Family {
+        let variant = match self.variant {
+            Variant::CoopMatrix if !f16 => self.portable_variant(),
+            v => v,
+        };
+        match (kind, variant) {
+            (AttentionKind::Dense, Variant::CoopMatrix) if f16 => &DENSE_ATTENTION_COOP,
+            (AttentionKind::AShape, Variant::CoopMatrix) if f16 => &A_SHAPE_ATTENTION_COOP,
+            (AttentionKind::Sparse, Variant::CoopMatrix) if f16 => &SPARSE_ATTENTION_COOP,
             (AttentionKind::Dense, Variant::Tiled) => &DENSE_ATTENTION_TILED,
             (AttentionKind::AShape, Variant::Tiled) => &A_SHAPE_ATTENTION_TILED,
             (AttentionKind::Sparse, Variant::Tiled) => &SPARSE_ATTENTION_TILED,
@@ -437,6 +534,9 @@ impl WgpuBackend {
             ("a_shape_attention_tiled", true) => "a_shape_attention_tiled_f16",
             ("sparse_attention_tiled", false) => "sparse_attention_tiled_f32",
             ("sparse_attention_tiled", true) => "sparse_attention_tiled_f16",
+            ("dense_attention_coop", true) => "dense_attention_coop_f16",
+            ("a_shape_attention_coop", true) => "a_shape_attention_coop_f16",
+            ("sparse_attention_coop", true) => "sparse_attention_coop_f16",
             ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
             ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
             ("vertical_slash_estimate", false) => "vertical_slash_estimate_f32",
@@ -460,10 +560,16 @@ impl WgpuBackend {
         })
     }
 
-    /// Grid of the attention kernels: one workgroup per (row block, batch * head).
-    fn attention_grid(shape: &AttnShape) -> Result<[u32; 3]> {
+    /// Grid of the attention kernels: one workgroup per (row block, batch * head); row blocks
+    /// of `BLOCK_M` rows, `COOP_BLOCK_M` for the coop families.
+    fn attention_grid(family: &Family, shape: &AttnShape) -> Result<[u32; 3]> {
+        let rows = if family.stem.ends_with("_coop") {
+            COOP_BLOCK_M
+        } else {
+            BLOCK_M
+        };
         Ok([
-            u32_of("seq_len", shape.seq_len.div_ceil(BLOCK_M))?,
+            u32_of("seq_len", shape.seq_len.div_ceil(rows))?,
             u32_of("batch * q_heads", shape.batch * shape.q_heads)?,
             1,
         ])
@@ -497,7 +603,7 @@ impl WgpuBackend {
             &mut encoder,
             &kernel,
             &buffers,
-            Self::attention_grid(&shape)?,
+            Self::attention_grid(family, &shape)?,
         )?;
         self.ctx.submit(family.stem, encoder)
     }
@@ -525,9 +631,16 @@ impl Backend for WgpuBackend {
                  needed); bf16 converted to f32 on upload and rounded to bf16 on download",
                 self.variant,
                 match self.variant {
-                    Variant::Rowwise => "one query row per invocation, K/V from storage",
-                    Variant::Tiled => "K/V tiles in workgroup memory, register-blocked scores",
-                    Variant::CoopMatrix => "Q.K^T and P.V on cooperative matrices",
+                    Variant::Rowwise => "one query row per invocation, K/V from storage".into(),
+                    Variant::Tiled => {
+                        "K/V tiles in workgroup memory, register-blocked scores".into()
+                    }
+                    Variant::CoopMatrix => format!(
+                        "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
+                         accumulation, 32 query rows per workgroup) for f16 tensors; f32 and bf16 \
+                         tensors run the {} kernels",
+                        self.portable_variant()
+                    ),
                 }
             ),
         }
@@ -863,7 +976,7 @@ impl Backend for WgpuBackend {
         let ix = index.storage::<WgpuIndex>(NAME)?;
         let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
         self.run_attention(
-            self.attention_family(AttentionKind::Sparse),
+            self.attention_family(AttentionKind::Sparse, self.tensor(q, "q")?.f16),
             q,
             k,
             v,
@@ -888,7 +1001,7 @@ impl Backend for WgpuBackend {
         let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
         let params = Self::attention_params(&shape, 0, 0)?;
         self.run_attention(
-            self.attention_family(AttentionKind::Dense),
+            self.attention_family(AttentionKind::Dense, self.tensor(q, "q")?.f16),
             q,
             k,
             v,
@@ -919,7 +1032,7 @@ impl Backend for WgpuBackend {
         let wbuf = self.ctx.storage_with("windows", bytemuck::cast_slice(&w))?;
         let params = Self::attention_params(&shape, 0, 0)?;
         self.run_attention(
-            self.attention_family(AttentionKind::AShape),
+            self.attention_family(AttentionKind::AShape, self.tensor(q, "q")?.f16),
             q,
             k,
             v,

@@ -1,0 +1,354 @@
+//! The cooperative-matrix kernels' control flow on an adapter without cooperative matrices.
+//!
+//! Lavapipe (CI) cannot run `coopLoad`/`coopMultiplyAdd`, so this test takes the coop WGSL,
+//! swaps the two matrix steps (`scores`, `accumulate_pv`) for scalar code that computes the
+//! same tiles from the same workgroup arrays, and runs the result through raw wgpu: Q/K/V
+//! staging, masks, the index walk, the online softmax, the rescale of O, the barriers and
+//! the store are then the shipped code, checked against float64. D = 64 only (lavapipe gives
+//! 32 KiB of workgroup memory: `MAX_HEAD_DIM` is lowered to 64 in the emulated source).
+//! What it does not check is the matrix layout of the coop ops (the naga test checks that
+//! they validate; the GPU suite `coop::` checks the results).
+
+use minference::generate::random_qkv;
+use minference::vectors::reference_and_tolerance;
+use minference::wgpu_backend::COOP_SOURCES;
+use minference::{AttnShape, DType, HostTensor, Pattern};
+use wgpu::util::DeviceExt;
+
+/// Scalar stand-ins for the two cooperative-matrix steps of `attention_coop.wgsl`.
+const SCALAR_MATRIX_STEPS: &str = r#"
+fn scores() {
+    let d = params.head_dim;
+    for (var e = lid; e < BLOCK_M * BLOCK_N; e += WORKGROUP_SIZE) {
+        let r = e / BLOCK_N;
+        let s = e % BLOCK_N;
+        var acc = 0.0;
+        for (var c = 0u; c < d; c++) {
+            acc += f32(q_tile[r * d + c]) * f32(k_tile[s * d + c]);
+        }
+        s_tile[e] = acc;
+    }
+}
+
+fn accumulate_pv() {
+    let d = params.head_dim;
+    for (var e = lid; e < BLOCK_M * d; e += WORKGROUP_SIZE) {
+        let r = e / d;
+        let c = e % d;
+        var acc = o_tile[e];
+        for (var s = 0u; s < BLOCK_N; s++) {
+            acc += f32(p_tile[r * BLOCK_N + s]) * f32(v_tile[s * d + c]);
+        }
+        o_tile[e] = acc;
+    }
+}
+"#;
+
+/// Cut `fn {name}() { ... }` (up to the first line that is a lone `}`) out of `src`.
+fn cut_function(src: &str, name: &str) -> String {
+    let start = src
+        .find(&format!("fn {name}() {{"))
+        .unwrap_or_else(|| panic!("`fn {name}()` not found in the coop source"));
+    let end = start
+        + src[start..]
+            .find("\n}\n")
+            .unwrap_or_else(|| panic!("end of `fn {name}()` not found"))
+        + 3;
+    format!("{}{}", &src[..start], &src[end..])
+}
+
+/// The coop module of `stem` with scalar matrix steps and MAX_HEAD_DIM = 64.
+fn emulated_source(stem: &str) -> String {
+    let (_, src) = COOP_SOURCES
+        .iter()
+        .find(|(s, _)| *s == stem)
+        .unwrap_or_else(|| panic!("no coop family `{stem}`"));
+    let mut s = src.replace("enable wgpu_cooperative_matrix;\n", "");
+    s = cut_function(&s, "scores");
+    s = cut_function(&s, "accumulate_pv");
+    s = s.replace(
+        "const MAX_HEAD_DIM: u32 = 128u;",
+        "const MAX_HEAD_DIM: u32 = 64u;",
+    );
+    assert!(s.contains("const MAX_HEAD_DIM: u32 = 64u;"), "MAX_HEAD_DIM");
+    let code: Vec<&str> = s
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    for op in ["coopLoad", "coopStore", "coopMultiplyAdd", "coop_mat"] {
+        assert!(
+            !code.iter().any(|l| l.contains(op)),
+            "{stem}: `{op}` is left"
+        );
+    }
+    s + SCALAR_MATRIX_STEPS
+}
+
+struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+}
+
+fn gpu() -> Option<Gpu> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    }));
+    let Ok(adapter) = adapter else {
+        eprintln!("\n**********\nSKIPPED: coop emulation: no wgpu adapter\n**********\n");
+        return None;
+    };
+    let needed = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+    if !adapter.features().contains(needed) {
+        eprintln!(
+            "\n**********\nSKIPPED: coop emulation: adapter `{}` lacks SHADER_F16 or SUBGROUP\n**********\n",
+            adapter.get_info().name
+        );
+        return None;
+    }
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("coop emulation"),
+        required_features: needed,
+        required_limits: adapter.limits(),
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .expect("device");
+    Some(Gpu { device, queue })
+}
+
+/// `AttentionParams` of `attention_coop.wgsl`.
+fn params(shape: &AttnShape, nnz_s: usize, nnz_v: usize) -> Vec<u8> {
+    let words: [u32; 8] = [
+        shape.batch as u32,
+        shape.q_heads as u32,
+        shape.kv_heads as u32,
+        shape.seq_len as u32,
+        shape.head_dim as u32,
+        nnz_s as u32,
+        nnz_v as u32,
+        ((shape.scale() * std::f64::consts::LOG2_E) as f32).to_bits(),
+    ];
+    bytemuck::cast_slice(&words).to_vec()
+}
+
+fn padded(bytes: &[u8]) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    v.resize(bytes.len().next_multiple_of(4).max(4), 0);
+    v
+}
+
+/// Run entry `{stem}_f16` of the emulated module over q, k, v and `extra` storage buffers;
+/// the output starts as f16 NaNs. Returns the output as f64.
+fn run(
+    gpu: &Gpu,
+    stem: &str,
+    shape: &AttnShape,
+    [q, k, v]: [&HostTensor; 3],
+    p: Vec<u8>,
+    extra: &[Vec<u8>],
+) -> Vec<f64> {
+    let dev = &gpu.device;
+    let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(stem),
+        source: wgpu::ShaderSource::Wgsl(emulated_source(stem).into()),
+    });
+    let storage = |label: &str, bytes: &[u8], usage: wgpu::BufferUsages| {
+        dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &padded(bytes),
+            usage: wgpu::BufferUsages::STORAGE | usage,
+        })
+    };
+    let elems = shape.q_dims().iter().product::<usize>();
+    let nan_words = vec![0x7e00_7e00u32; elems.div_ceil(2)];
+    let mut buffers = vec![
+        dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: &p,
+            usage: wgpu::BufferUsages::UNIFORM,
+        }),
+        storage("q", q.as_bytes(), wgpu::BufferUsages::empty()),
+        storage("k", k.as_bytes(), wgpu::BufferUsages::empty()),
+        storage("v", v.as_bytes(), wgpu::BufferUsages::empty()),
+        storage(
+            "out",
+            bytemuck::cast_slice(&nan_words),
+            wgpu::BufferUsages::COPY_SRC,
+        ),
+    ];
+    for (i, e) in extra.iter().enumerate() {
+        buffers.push(storage(
+            &format!("extra{i}"),
+            e,
+            wgpu::BufferUsages::empty(),
+        ));
+    }
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..buffers.len())
+        .map(|i| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: match i {
+                    0 => wgpu::BufferBindingType::Uniform,
+                    4 => wgpu::BufferBindingType::Storage { read_only: false },
+                    _ => wgpu::BufferBindingType::Storage { read_only: true },
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect();
+    let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(stem),
+        entries: &entries,
+    });
+    let pipeline_layout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(stem),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let entry = format!("{stem}_f16");
+    let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(stem),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some(&entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(stem),
+        layout: &layout,
+        entries: &buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect::<Vec<_>>(),
+    });
+    let out_bytes = (elems * 2).next_multiple_of(4) as u64;
+    let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("staging"),
+        size: out_bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = dev.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(
+            shape.seq_len.div_ceil(32) as u32,
+            (shape.batch * shape.q_heads) as u32,
+            1,
+        );
+    }
+    encoder.copy_buffer_to_buffer(&buffers[4], 0, &staging, 0, out_bytes);
+    gpu.queue.submit([encoder.finish()]);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        panic!("{stem}: wgpu validation error: {e}");
+    }
+    staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));
+    dev.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+    let data = staging.get_mapped_range(..).expect("mapped").to_vec();
+    let halves: Vec<half::f16> = bytemuck::pod_collect_to_vec(&data);
+    halves[..elems].iter().map(|h| h.to_f64()).collect()
+}
+
+fn check(stem: &str, case: &str, got: &[f64], want: &[f64], tol: f64) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol,
+            "{stem} (emulated) {case}: element {i}: got {g} want {w} (tol {tol:.3e})"
+        );
+    }
+}
+
+#[test]
+fn coop_kernels_with_scalar_matrix_steps_match_float64() {
+    let Some(gpu) = gpu() else { return };
+    let mut seed = 40;
+    for &(b, hq, hkv, n) in &[
+        (1, 1, 1, 1),
+        (2, 4, 2, 63),
+        (1, 2, 1, 65),
+        (2, 4, 1, 200),
+        (1, 2, 1, 1000),
+    ] {
+        let d = 64;
+        seed += 1;
+        let shape = AttnShape::new(b, hq, hkv, n, d).unwrap();
+        let (q, k, v) = random_qkv(b, hq, hkv, n, d, DType::F16, seed).unwrap();
+        let qkv = [&q, &k, &v];
+        let case = format!("B={b} Hq={hq} Hkv={hkv} N={n} D={d}");
+
+        let pats = vec![Pattern::Dense; hq];
+        let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
+        let got = run(
+            &gpu,
+            "dense_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, 0, 0),
+            &[],
+        );
+        check("dense_attention_coop", &case, &got, &want, tol);
+
+        let pats = vec![Pattern::AShape { sink: 3, local: 37 }; hq];
+        let windows: Vec<[i32; 2]> = vec![[3, 37]; hq];
+        let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
+        let got = run(
+            &gpu,
+            "a_shape_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, 0, 0),
+            &[bytemuck::cast_slice(&windows).to_vec()],
+        );
+        check("a_shape_attention_coop", &case, &got, &want, tol);
+
+        let pats: Vec<Pattern> = (0..hq)
+            .map(|h| {
+                if h % 2 == 0 {
+                    Pattern::VerticalSlash {
+                        vertical: 20,
+                        slash: 45,
+                    }
+                } else {
+                    Pattern::BlockSparse { top_k: 2 }
+                }
+            })
+            .collect();
+        let (qf, kf) = (q.to_f64(), k.to_f64());
+        let ix = minference::index::build_index(&shape, &qf, &kf, &pats).unwrap();
+        let (want, tol) =
+            reference_and_tolerance(&shape, qkv, DType::F16, &pats, Some(&ix)).unwrap();
+        let i32s = |x: &[i32]| bytemuck::cast_slice(x).to_vec();
+        let got = run(
+            &gpu,
+            "sparse_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, ix.meta.nnz_s, ix.meta.nnz_v),
+            &[
+                i32s(&ix.block_count),
+                i32s(&ix.block_offset),
+                i32s(&ix.column_count),
+                i32s(&ix.column_index),
+            ],
+        );
+        check("sparse_attention_coop", &case, &got, &want, tol);
+        eprintln!("coop emulation {case}: dense, A-shape, sparse pass");
+    }
+}
