@@ -338,3 +338,54 @@ fn coop_kernels_one_by_one_f16() {
         check("sparse_attention", &pats, Some(&ix), out);
     }
 }
+
+/// llvmpipe (lavapipe) silently ends an invocation's loops after 65535 iterations in all:
+/// kernels whose key loops would pass that are refused with an error naming the limit, never
+/// run into an output with rows left unwritten. (On other adapters: nothing to check.)
+#[test]
+fn llvmpipe_loop_limit_is_an_error_not_missing_rows() {
+    use minference::generate::random_qkv;
+    use minference::{AttnShape, DType, HostTensor};
+    let Some(rowwise) = variant(Variant::Rowwise) else {
+        return;
+    };
+    if !rowwise.info().device.contains("llvmpipe") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the adapter is not llvmpipe ({})",
+            rowwise.info().device
+        );
+        return;
+    }
+    let run = |b: &dyn Backend, n: usize| {
+        let shape = AttnShape::new(1, 1, 1, n, 128).unwrap();
+        let (q, k, v) = random_qkv(1, 1, 1, n, 128, DType::F16, 5).unwrap();
+        let (q, k, v) = (
+            b.upload(&q).unwrap(),
+            b.upload(&k).unwrap(),
+            b.upload(&v).unwrap(),
+        );
+        let dims = shape.q_dims();
+        let poison = vec![f32::NAN; dims.iter().product()];
+        let mut out = b
+            .upload(&HostTensor::from_f32(&dims, &poison, DType::F16).unwrap())
+            .unwrap();
+        b.dense_attention(&q, &k, &v, &mut out)
+            .map(|()| b.download(&out).unwrap().to_f64())
+    };
+    // Rowwise at D = 128: rows past about 920 keys were left unwritten; 1000 is refused.
+    let e = run(&*rowwise, 1000).expect_err("1000 keys per row pass the loop limit");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, minference::Error::Unsupported { .. }) && msg.contains("65535"),
+        "{msg}"
+    );
+    // 800 keys fit: every row written.
+    let o = run(&*rowwise, 800).unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.iter().all(|x| x.is_finite()), "unwritten rows at N = 800");
+    // The tiled kernels loop per 64-key tile: 1000 keys fit easily, every row written.
+    if let Some(tiled) = variant(Variant::Tiled) {
+        let o = run(&*tiled, 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.iter().all(|x| x.is_finite()), "unwritten rows (tiled)");
+    }
+}

@@ -437,6 +437,46 @@ impl WgpuBackend {
         }
     }
 
+    /// lavapipe (llvmpipe) ends every loop of an invocation, silently, once the invocation
+    /// has taken this many loop iterations in all (a guard against endless loops): rows
+    /// whose key loops need more are simply never written. Seen with the rowwise kernels at
+    /// D = 128 from about 920 keys per row on.
+    const LLVMPIPE_LOOP_LIMIT: usize = 65535;
+
+    /// On llvmpipe, an error instead of a silently incomplete output when a kernel's loop
+    /// iterations per invocation, for up to `max_keys` keys per row, may pass the limit.
+    /// Per key, the rowwise kernels take D / 4 iterations for Q.K, D / 4 for P.V and a few
+    /// more (measured: rows with 921 keys at D = 128 were dropped: 71 per key); the tiled
+    /// and cooperative kernels take about 85 per 64-key tile at D = 128 (96 used here).
+    fn check_loop_budget(&self, family: &Family, head_dim: usize, max_keys: usize) -> Result<()> {
+        let a = &self.ctx.adapter_info;
+        if !(a.driver.contains("llvmpipe") || a.name.contains("llvmpipe")) {
+            return Ok(());
+        }
+        let rowwise = family.stem == DENSE_ATTENTION.stem
+            || family.stem == A_SHAPE_ATTENTION.stem
+            || family.stem == SPARSE_ATTENTION.stem;
+        let need = if rowwise {
+            max_keys.saturating_mul(head_dim / 2 + 8) + BLOCK
+        } else {
+            (max_keys.div_ceil(BLOCK) + 2).saturating_mul(96) + BLOCK
+        };
+        if need > Self::LLVMPIPE_LOOP_LIMIT {
+            return Err(crate::Error::Unsupported {
+                backend: NAME,
+                what: format!(
+                    "`{}` with up to {max_keys} keys per query row at D = {head_dim} on llvmpipe \
+                     (lavapipe): about {need} loop iterations per invocation, over llvmpipe's \
+                     limit of {} (it would leave rows unwritten); use fewer keys, the tiled \
+                     variant, or a GPU",
+                    family.stem,
+                    Self::LLVMPIPE_LOOP_LIMIT
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The variants this backend's adapter can run, slowest first.
     pub fn available_variants(&self) -> Vec<Variant> {
         Variant::ALL
@@ -577,9 +617,12 @@ impl WgpuBackend {
 
     /// Record and submit one attention kernel over q, k, v, out plus `extra` buffers.
     #[allow(clippy::too_many_arguments)]
+    /// `max_keys`: an upper bound on the keys any query row visits (for [`Self::check_loop_budget`]).
+    #[allow(clippy::too_many_arguments)]
     fn run_attention(
         &self,
-        family: &Family,
+        kind: AttentionKind,
+        max_keys: usize,
         q: &DeviceTensor,
         k: &DeviceTensor,
         v: &DeviceTensor,
@@ -593,6 +636,8 @@ impl WgpuBackend {
             self.tensor(k, "k")?,
             self.tensor(v, "v")?,
         );
+        let family = self.attention_family(kind, qt.f16);
+        self.check_loop_budget(family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
         let kernel = self.ctx.kernel(family, Self::entry(family.stem, qt.f16))?;
         let params = self.ctx.uniform(family.stem, &params);
@@ -975,8 +1020,10 @@ impl Backend for WgpuBackend {
         let shape = crate::backend::check_sparse(&self.info(), q, k, v, index, out)?;
         let ix = index.storage::<WgpuIndex>(NAME)?;
         let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
+        let m = &index.meta;
         self.run_attention(
-            self.attention_family(AttentionKind::Sparse, self.tensor(q, "q")?.f16),
+            AttentionKind::Sparse,
+            m.nnz_s * BLOCK + m.nnz_v,
             q,
             k,
             v,
@@ -1001,7 +1048,8 @@ impl Backend for WgpuBackend {
         let shape = check_qkv(&self.info(), q, k, v, Some(out))?;
         let params = Self::attention_params(&shape, 0, 0)?;
         self.run_attention(
-            self.attention_family(AttentionKind::Dense, self.tensor(q, "q")?.f16),
+            AttentionKind::Dense,
+            shape.seq_len,
             q,
             k,
             v,
@@ -1031,8 +1079,16 @@ impl Backend for WgpuBackend {
             .collect();
         let wbuf = self.ctx.storage_with("windows", bytemuck::cast_slice(&w))?;
         let params = Self::attention_params(&shape, 0, 0)?;
+        // Sink keys, then the window's tiles (one extra tile each side for alignment).
+        let widest = windows
+            .iter()
+            .flatten()
+            .map(|&(sink, local)| sink.saturating_add(local).saturating_add(2 * BLOCK))
+            .max()
+            .unwrap_or(0);
         self.run_attention(
-            self.attention_family(AttentionKind::AShape, self.tensor(q, "q")?.f16),
+            AttentionKind::AShape,
+            widest.min(shape.seq_len),
             q,
             k,
             v,
