@@ -31,19 +31,7 @@ enable f16;
 enable wgpu_cooperative_matrix;
 diagnostic(off, derivative_uniformity);
 
-struct AttentionParams {
-    batch: u32,
-    q_heads: u32,
-    kv_heads: u32,
-    seq_len: u32,
-    head_dim: u32,
-    nnz_s: u32,      // width of block_offset (sparse only)
-    nnz_v: u32,      // width of column_index (sparse only)
-    scale_log2: f32, // softmax scale * LOG2E: scores are kept in base 2
-}
-
-@group(0) @binding(0) var<uniform> params: AttentionParams;
-@group(0) @binding(4) var<storage, read_write> out: array<u32>; // [B, Hq, N, D] f16 pairs
+// AttentionParams, `params` and `out`: attention_params.wgsl.
 
 /// Query rows per workgroup.
 const BLOCK_M: u32 = 32u;
@@ -242,7 +230,7 @@ fn accumulate_pv() {
 }
 
 /// One key tile (keys tile_key(0..BLOCK_N)); called by every invocation alike.
-fn visit_tile() {
+fn attend_tile() {
     workgroupBarrier(); // the previous tile's readers of k, v, p, s and o are done
     load_kv_tile();
     workgroupBarrier();
@@ -259,7 +247,7 @@ fn visit_range(lo: u32, hi: u32) {
     tile_hi = hi;
     for (var t = lo; t < hi; t += BLOCK_N) {
         tile_base = t;
-        visit_tile();
+        attend_tile();
     }
 }
 

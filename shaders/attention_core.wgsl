@@ -17,19 +17,7 @@
 // list of columns (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
 // (`j < window_sink` or `i - j < window_local`); dense and sparse use an open window.
 
-struct AttentionParams {
-    batch: u32,
-    q_heads: u32,
-    kv_heads: u32,
-    seq_len: u32,
-    head_dim: u32,
-    nnz_s: u32,      // width of block_offset (sparse only)
-    nnz_v: u32,      // width of column_index (sparse only)
-    scale_log2: f32, // softmax scale * LOG2E: scores are kept in base 2
-}
-
-@group(0) @binding(0) var<uniform> params: AttentionParams;
-@group(0) @binding(4) var<storage, read_write> out: array<u32>; // [B, Hq, N, D]
+// AttentionParams, `params` and `out`: attention_params.wgsl.
 
 const BLOCK_M: u32 = 64u;
 const BLOCK_N: u32 = 16u;
@@ -86,7 +74,7 @@ fn visible(key: i32) -> bool {
 /// Scores of the tile, causal/window mask, online softmax, and P @ V for this row.
 /// No infinities are used (drivers may compile with fast math): masked keys score the
 /// finite MASKED, which is also where the running max starts.
-fn online_softmax_tile() {
+fn attend_tile() {
     let d = params.head_dim;
     var scores: array<f32, BLOCK_N>;
     var tile_max = MASKED;
@@ -129,7 +117,7 @@ fn visit_range(lo: u32, hi: u32) {
     tile_hi = hi;
     for (var t = lo; t < hi; t += BLOCK_N) {
         tile_base = t;
-        online_softmax_tile();
+        attend_tile();
     }
 }
 

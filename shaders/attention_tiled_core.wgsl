@@ -26,19 +26,7 @@
 // (`visit_range`) or a list of columns (`visit_columns`). Masking as in the rowwise core:
 // key `j` is visible to row `i` iff `j <= i` and (`j < window_sink` or `i - j < window_local`).
 
-struct AttentionParams {
-    batch: u32,
-    q_heads: u32,
-    kv_heads: u32,
-    seq_len: u32,
-    head_dim: u32,
-    nnz_s: u32,      // width of block_offset (sparse only)
-    nnz_v: u32,      // width of column_index (sparse only)
-    scale_log2: f32, // softmax scale * LOG2E: scores are kept in base 2
-}
-
-@group(0) @binding(0) var<uniform> params: AttentionParams;
-@group(0) @binding(4) var<storage, read_write> out: array<u32>; // [B, Hq, N, D]
+// AttentionParams, `params` and `out`: attention_params.wgsl.
 
 const BLOCK_M: u32 = 64u;
 const BLOCK_N: u32 = 64u;

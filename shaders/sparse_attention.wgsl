@@ -5,32 +5,7 @@
 // head's row always holds at least its diagonal chunk.
 // Grid: (R = cdiv(N, 64), B * Hq); workgroup BLOCK_M = 64 invocations, one query row each.
 
-@group(0) @binding(5) var<storage, read> block_count: array<i32>;  // [B, Hq, R]
-@group(0) @binding(6) var<storage, read> block_offset: array<i32>; // [B, Hq, R, NNZ_S]
-@group(0) @binding(7) var<storage, read> column_count: array<i32>; // [B, Hq, R]
-@group(0) @binding(8) var<storage, read> column_index: array<i32>; // [B, Hq, R, NNZ_V]
-
-/// Visit `count` single columns listed at `column_index[at..]`, BLOCK_N per tile.
-fn visit_columns(at: u32, count: u32) {
-    tile_columns = true;
-    tile_hi = at + count;
-    for (var t = 0u; t < count; t += BLOCK_N) {
-        tile_base = at + t;
-        online_softmax_tile();
-    }
-}
-
-/// Key in slot `s` of the current tile, or -1.
-fn tile_key(s: u32) -> i32 {
-    let x = tile_base + s;
-    if x >= tile_hi {
-        return -1;
-    }
-    if tile_columns {
-        return column_index[x];
-    }
-    return i32(x);
-}
+// The index bindings, visit_columns and tile_key: sparse_index.wgsl.
 
 fn sparse_attention(wid: vec3<u32>, lid: u32) {
     let bh = wid.y;

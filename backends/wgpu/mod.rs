@@ -51,65 +51,92 @@ const TOP_K_GRID_X: usize = 65535;
 
 use Slot::{Read, ReadWrite, Uniform};
 
-const DENSE_ATTENTION: Family = Family {
-    stem: "dense_attention",
-    source: concat!(
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/attention_core.wgsl"),
-        include_str!("../../shaders/dense_attention.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite],
-};
+/// An attention family: its WGSL files concatenated in order (for the cooperative-matrix
+/// kernels the core leads, as its `enable` directives must open the module).
+macro_rules! attention_family {
+    ($stem:literal, [$($file:literal),+], $slots:expr) => {
+        Family {
+            stem: $stem,
+            source: concat!($(include_str!(concat!("../../shaders/", $file))),+),
+            slots: $slots,
+        }
+    };
+}
 
-const A_SHAPE_ATTENTION: Family = Family {
-    stem: "a_shape_attention",
-    source: concat!(
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/attention_core.wgsl"),
-        include_str!("../../shaders/a_shape_attention.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
-};
+/// Bindings of the attention kernels: params, q, k, v, out (then the kind's own buffers).
+const DENSE_SLOTS: &[Slot] = &[Uniform, Read, Read, Read, ReadWrite];
+/// ... plus the A-shape windows.
+const A_SHAPE_SLOTS: &[Slot] = &[Uniform, Read, Read, Read, ReadWrite, Read];
+/// ... plus the index: block_count, block_offset, column_count, column_index.
+const SPARSE_SLOTS: &[Slot] = &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read];
 
-const SPARSE_ATTENTION: Family = Family {
-    stem: "sparse_attention",
-    source: concat!(
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/attention_core.wgsl"),
-        include_str!("../../shaders/sparse_attention.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
-};
+const DENSE_ATTENTION: Family = attention_family!(
+    "dense_attention",
+    [
+        "common.wgsl",
+        "attention_params.wgsl",
+        "attention_core.wgsl",
+        "dense_attention.wgsl"
+    ],
+    DENSE_SLOTS
+);
 
-const DENSE_ATTENTION_TILED: Family = Family {
-    stem: "dense_attention_tiled",
-    source: concat!(
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/attention_tiled_core.wgsl"),
-        include_str!("../../shaders/dense_attention_tiled.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite],
-};
+const A_SHAPE_ATTENTION: Family = attention_family!(
+    "a_shape_attention",
+    [
+        "common.wgsl",
+        "attention_params.wgsl",
+        "attention_core.wgsl",
+        "a_shape_attention.wgsl"
+    ],
+    A_SHAPE_SLOTS
+);
 
-const A_SHAPE_ATTENTION_TILED: Family = Family {
-    stem: "a_shape_attention_tiled",
-    source: concat!(
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/attention_tiled_core.wgsl"),
-        include_str!("../../shaders/a_shape_attention_tiled.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
-};
+const SPARSE_ATTENTION: Family = attention_family!(
+    "sparse_attention",
+    [
+        "common.wgsl",
+        "attention_params.wgsl",
+        "attention_core.wgsl",
+        "sparse_index.wgsl",
+        "sparse_attention.wgsl"
+    ],
+    SPARSE_SLOTS
+);
 
-const SPARSE_ATTENTION_TILED: Family = Family {
-    stem: "sparse_attention_tiled",
-    source: concat!(
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/attention_tiled_core.wgsl"),
-        include_str!("../../shaders/sparse_attention_tiled.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
-};
+const DENSE_ATTENTION_TILED: Family = attention_family!(
+    "dense_attention_tiled",
+    [
+        "common.wgsl",
+        "attention_params.wgsl",
+        "attention_tiled_core.wgsl",
+        "dense_attention_tiled.wgsl"
+    ],
+    DENSE_SLOTS
+);
+
+const A_SHAPE_ATTENTION_TILED: Family = attention_family!(
+    "a_shape_attention_tiled",
+    [
+        "common.wgsl",
+        "attention_params.wgsl",
+        "attention_tiled_core.wgsl",
+        "a_shape_attention_tiled.wgsl"
+    ],
+    A_SHAPE_SLOTS
+);
+
+const SPARSE_ATTENTION_TILED: Family = attention_family!(
+    "sparse_attention_tiled",
+    [
+        "common.wgsl",
+        "attention_params.wgsl",
+        "attention_tiled_core.wgsl",
+        "sparse_index.wgsl",
+        "sparse_attention_tiled.wgsl"
+    ],
+    SPARSE_SLOTS
+);
 
 /// Invocations per workgroup of the tiled attention kernels (`THREADS` in
 /// `attention_tiled_core.wgsl`): a 16 x 16 grid of 4 x 4 score micro-tiles.
@@ -162,35 +189,39 @@ pub const COOP_WORKGROUP_BYTES: u32 =
 
 /// The cooperative-matrix kernels (f16 storage only): the core comes first, it carries the
 /// module's `enable` directives.
-const DENSE_ATTENTION_COOP: Family = Family {
-    stem: "dense_attention_coop",
-    source: concat!(
-        include_str!("../../shaders/attention_coop.wgsl"),
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/dense_attention_coop.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite],
-};
+const DENSE_ATTENTION_COOP: Family = attention_family!(
+    "dense_attention_coop",
+    [
+        "attention_coop.wgsl",
+        "common.wgsl",
+        "attention_params.wgsl",
+        "dense_attention_coop.wgsl"
+    ],
+    DENSE_SLOTS
+);
 
-const A_SHAPE_ATTENTION_COOP: Family = Family {
-    stem: "a_shape_attention_coop",
-    source: concat!(
-        include_str!("../../shaders/attention_coop.wgsl"),
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/a_shape_attention_coop.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite, Read],
-};
+const A_SHAPE_ATTENTION_COOP: Family = attention_family!(
+    "a_shape_attention_coop",
+    [
+        "attention_coop.wgsl",
+        "common.wgsl",
+        "attention_params.wgsl",
+        "a_shape_attention_coop.wgsl"
+    ],
+    A_SHAPE_SLOTS
+);
 
-const SPARSE_ATTENTION_COOP: Family = Family {
-    stem: "sparse_attention_coop",
-    source: concat!(
-        include_str!("../../shaders/attention_coop.wgsl"),
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/sparse_attention_coop.wgsl")
-    ),
-    slots: &[Uniform, Read, Read, Read, ReadWrite, Read, Read, Read, Read],
-};
+const SPARSE_ATTENTION_COOP: Family = attention_family!(
+    "sparse_attention_coop",
+    [
+        "attention_coop.wgsl",
+        "common.wgsl",
+        "attention_params.wgsl",
+        "sparse_index.wgsl",
+        "sparse_attention_coop.wgsl"
+    ],
+    SPARSE_SLOTS
+);
 
 /// The WGSL sources of the cooperative-matrix families, by stem (for offline validation).
 #[doc(hidden)]

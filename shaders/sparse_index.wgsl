@@ -1,0 +1,31 @@
+// The shared sparse index as the sparse attention kernels of every variant read it: its
+// buffers, the walk over a row block's single columns, and the key in each slot of a tile.
+// Each core provides `attend_tile()` and the tile state (`tile_base`, `tile_hi`,
+// `tile_columns`).
+
+@group(0) @binding(5) var<storage, read> block_count: array<i32>;  // [B, Hq, R]
+@group(0) @binding(6) var<storage, read> block_offset: array<i32>; // [B, Hq, R, NNZ_S]
+@group(0) @binding(7) var<storage, read> column_count: array<i32>; // [B, Hq, R]
+@group(0) @binding(8) var<storage, read> column_index: array<i32>; // [B, Hq, R, NNZ_V]
+
+/// Visit `count` single columns listed at `column_index[at..]`, BLOCK_N per tile.
+fn visit_columns(at: u32, count: u32) {
+    tile_columns = true;
+    tile_hi = at + count;
+    for (var t = 0u; t < count; t += BLOCK_N) {
+        tile_base = at + t;
+        attend_tile();
+    }
+}
+
+/// Key in slot `s` of the current tile, or -1.
+fn tile_key(s: u32) -> i32 {
+    let x = tile_base + s;
+    if x >= tile_hi {
+        return -1;
+    }
+    if tile_columns {
+        return column_index[x];
+    }
+    return i32(x);
+}
