@@ -31,7 +31,7 @@ enable f16;
 enable wgpu_cooperative_matrix;
 diagnostic(off, derivative_uniformity);
 
-// AttentionParams, `params` and `out`: attention_params.wgsl.
+// AttentionParams, `params` and `out`: attention_common.wgsl.
 
 /// Query rows per workgroup.
 const BLOCK_M: u32 = 32u;
@@ -75,10 +75,7 @@ var<private> l_i: f32;         // running sum of row `row`
 var<private> kv_base: u32;     // element offset of key 0 of this head's kv head
 var<private> window_sink: u32;
 var<private> window_local: u32;
-// The current tile: keys tile_key(s) for slots s < BLOCK_N (defined by each kernel file).
-var<private> tile_base: u32;
-var<private> tile_hi: u32;
-var<private> tile_columns: bool;
+// The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
 /// The two f16 elements of a packed word, element 2w (the low half) first; exact (f16 -> f32
 /// -> f16). naga has no width-changing bitcast to vec2<f16>.
@@ -239,16 +236,6 @@ fn attend_tile() {
     online_softmax();
     workgroupBarrier();
     accumulate_pv();
-}
-
-/// Visit keys `[lo, hi)` in tiles of BLOCK_N.
-fn visit_range(lo: u32, hi: u32) {
-    tile_columns = false;
-    tile_hi = hi;
-    for (var t = lo; t < hi; t += BLOCK_N) {
-        tile_base = t;
-        attend_tile();
-    }
 }
 
 /// Write this invocation's key_half of row `row`, normalised, as packed f16 pairs.

@@ -17,7 +17,7 @@
 // list of columns (`visit_columns`). Masking: key `j` is visible to row `i` iff `j <= i` and
 // (`j < window_sink` or `i - j < window_local`); dense and sparse use an open window.
 
-// AttentionParams, `params` and `out`: attention_params.wgsl.
+// AttentionParams, `params` and `out`: attention_common.wgsl.
 
 const BLOCK_M: u32 = 64u;
 const BLOCK_N: u32 = 16u;
@@ -35,12 +35,7 @@ var<private> row_valid: bool; // row < N
 var<private> kv_base: u32;    // element offset of key 0 of this head's kv head
 var<private> window_sink: u32;
 var<private> window_local: u32;
-// The current tile's keys, computed by every invocation alike (no shared key list):
-// a range tile holds keys tile_base + s below tile_hi; a column tile (tile_columns) holds
-// column_index[tile_base + s] for tile_base + s < tile_hi.
-var<private> tile_base: u32;
-var<private> tile_hi: u32;
-var<private> tile_columns: bool;
+// The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
 /// Set up this invocation's row: load q, clear the accumulator.
 fn load_q_tile(bh: u32, row0: u32, lid: u32) {
@@ -108,16 +103,6 @@ fn attend_tile() {
                 acc[c] += p * load_v4(v_at + 4u * c);
             }
         }
-    }
-}
-
-/// Visit keys `[lo, hi)` in tiles of BLOCK_N.
-fn visit_range(lo: u32, hi: u32) {
-    tile_columns = false;
-    tile_hi = hi;
-    for (var t = lo; t < hi; t += BLOCK_N) {
-        tile_base = t;
-        attend_tile();
     }
 }
 

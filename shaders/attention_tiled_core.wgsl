@@ -26,7 +26,7 @@
 // (`visit_range`) or a list of columns (`visit_columns`). Masking as in the rowwise core:
 // key `j` is visible to row `i` iff `j <= i` and (`j < window_sink` or `i - j < window_local`).
 
-// AttentionParams, `params` and `out`: attention_params.wgsl.
+// AttentionParams, `params` and `out`: attention_common.wgsl.
 
 const BLOCK_M: u32 = 64u;
 const BLOCK_N: u32 = 64u;
@@ -70,12 +70,7 @@ var<private> acc: array<vec4<f32>, 8>;
 // element lid + THREADS t of the chunk (Q or V in fetched_a, K in fetched_b).
 var<private> fetched_a: array<vec4<f32>, PER_THREAD4>;
 var<private> fetched_b: array<vec4<f32>, PER_THREAD4>;
-// The current tile's keys, computed by every invocation alike: a range tile holds keys
-// tile_base + s below tile_hi; a column tile (tile_columns) holds column_index[tile_base + s]
-// for tile_base + s < tile_hi.
-var<private> tile_base: u32;
-var<private> tile_hi: u32;
-var<private> tile_columns: bool;
+// The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
 /// Set up this invocation's place in the workgroup and clear the softmax state.
 fn start_row_block(bh: u32, block: u32, local: u32) {
@@ -353,16 +348,6 @@ fn attend_tile() {
     apply_mask();
     online_softmax();
     accumulate_pv();
-}
-
-/// Visit keys `[lo, hi)` in tiles of BLOCK_N (lo and hi workgroup-uniform).
-fn visit_range(lo: u32, hi: u32) {
-    tile_columns = false;
-    tile_hi = hi;
-    for (var t = lo; t < hi; t += BLOCK_N) {
-        tile_base = t;
-        attend_tile();
-    }
 }
 
 /// Write the normalised output of the micro-tile's rows (f32 words or packed f16 pairs).

@@ -1,7 +1,6 @@
 // The shared sparse index as the sparse attention kernels of every variant read it: its
 // buffers, the walk over a row block's single columns, and the key in each slot of a tile.
-// Each core provides `attend_tile()` and the tile state (`tile_base`, `tile_hi`,
-// `tile_columns`).
+// Needs attention_common.wgsl (the tile state) and a core's `attend_tile()`.
 
 @group(0) @binding(5) var<storage, read> block_count: array<i32>;  // [B, Hq, R]
 @group(0) @binding(6) var<storage, read> block_offset: array<i32>; // [B, Hq, R, NNZ_S]

@@ -74,7 +74,7 @@ const DENSE_ATTENTION: Family = attention_family!(
     "dense_attention",
     [
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "attention_core.wgsl",
         "dense_attention.wgsl"
     ],
@@ -85,7 +85,7 @@ const A_SHAPE_ATTENTION: Family = attention_family!(
     "a_shape_attention",
     [
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "attention_core.wgsl",
         "a_shape_attention.wgsl"
     ],
@@ -96,7 +96,7 @@ const SPARSE_ATTENTION: Family = attention_family!(
     "sparse_attention",
     [
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "attention_core.wgsl",
         "sparse_index.wgsl",
         "sparse_attention.wgsl"
@@ -108,7 +108,7 @@ const DENSE_ATTENTION_TILED: Family = attention_family!(
     "dense_attention_tiled",
     [
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "attention_tiled_core.wgsl",
         "dense_attention_tiled.wgsl"
     ],
@@ -119,7 +119,7 @@ const A_SHAPE_ATTENTION_TILED: Family = attention_family!(
     "a_shape_attention_tiled",
     [
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "attention_tiled_core.wgsl",
         "a_shape_attention_tiled.wgsl"
     ],
@@ -130,7 +130,7 @@ const SPARSE_ATTENTION_TILED: Family = attention_family!(
     "sparse_attention_tiled",
     [
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "attention_tiled_core.wgsl",
         "sparse_index.wgsl",
         "sparse_attention_tiled.wgsl"
@@ -194,7 +194,7 @@ const DENSE_ATTENTION_COOP: Family = attention_family!(
     [
         "attention_coop.wgsl",
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "dense_attention_coop.wgsl"
     ],
     DENSE_SLOTS
@@ -205,7 +205,7 @@ const A_SHAPE_ATTENTION_COOP: Family = attention_family!(
     [
         "attention_coop.wgsl",
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "a_shape_attention_coop.wgsl"
     ],
     A_SHAPE_SLOTS
@@ -216,7 +216,7 @@ const SPARSE_ATTENTION_COOP: Family = attention_family!(
     [
         "attention_coop.wgsl",
         "common.wgsl",
-        "attention_params.wgsl",
+        "attention_common.wgsl",
         "sparse_index.wgsl",
         "sparse_attention_coop.wgsl"
     ],
