@@ -110,7 +110,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Context {
     /// Open the first adapter wgpu offers (high performance preferred).
-    pub fn open() -> Result<Self> {
+    ///
+    /// `coop`: also open the cooperative-matrix features where the adapter has them (only
+    /// the coop variant asks: the other variants run on a device without experimental
+    /// features, as tested).
+    pub fn open(coop: bool) -> Result<Self> {
         let unavailable = |reason: String| Error::Unavailable {
             backend: NAME,
             reason,
@@ -127,7 +131,15 @@ impl Context {
         let adapter_info = adapter.get_info();
         // Ask for everything the adapter offers: larger bindings and dispatch grids.
         let limits = adapter.limits();
-        let mut coop = coop_config(&adapter);
+        let mut coop = if coop {
+            coop_config(&adapter)
+        } else {
+            Err(
+                "the device was opened without cooperative matrices (only the coop variant \
+                 opens them)"
+                    .to_string(),
+            )
+        };
         let request = |features: wgpu::Features| {
             let experimental_features = if features.is_empty() {
                 wgpu::ExperimentalFeatures::disabled()

@@ -428,7 +428,7 @@ impl WgpuBackend {
             }
             _ => {
                 let mut b = Self {
-                    ctx: Context::open()?,
+                    ctx: Context::open(false)?,
                     variant: Variant::Rowwise,
                 };
                 b.variant = b.portable_variant();
@@ -440,7 +440,7 @@ impl WgpuBackend {
     /// Open the first wgpu adapter with `variant`; [`crate::Error::Unsupported`] when the
     /// adapter cannot run it (the message says why).
     pub fn with_variant(variant: Variant) -> Result<Self> {
-        let ctx = Context::open()?;
+        let ctx = Context::open(variant == Variant::CoopMatrix)?;
         if let Some(why) = Self::unsupported_reason(&ctx, variant) {
             return Err(crate::Error::Unsupported {
                 backend: NAME,
@@ -508,7 +508,9 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// The variants this backend's adapter can run, slowest first.
+    /// The variants this backend's device can run, slowest first (`coop` only on a backend
+    /// opened with [`Self::with_variant`]`(Variant::CoopMatrix)`: the others open the device
+    /// without the experimental features).
     pub fn available_variants(&self) -> Vec<Variant> {
         Variant::ALL
             .into_iter()
