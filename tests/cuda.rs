@@ -33,17 +33,26 @@ macro_rules! cuda_or_skip {
 
 backend_suite!(cuda_or_skip!());
 
+/// True if libnvrtc loads; otherwise a loud SKIPPED line, or a panic when
+/// `MINFERENCE_REQUIRE_CUDA=1` or `MINFERENCE_REQUIRE_NVRTC=1` (CI fetches NVRTC and sets it).
+fn nvrtc_or_skip() -> bool {
+    if nvrtc_present() {
+        return true;
+    }
+    for var in ["MINFERENCE_REQUIRE_CUDA", "MINFERENCE_REQUIRE_NVRTC"] {
+        if std::env::var(var).as_deref() == Ok("1") {
+            panic!("{var}=1 but libnvrtc is not found");
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED: libnvrtc not found");
+    false
+}
+
 /// Every kernel family compiles with NVRTC for sm_80 and sm_90 (needs only libnvrtc: CI
 /// fetches NVIDIA's NVRTC wheel and sets `MINFERENCE_REQUIRE_NVRTC=1`).
 #[test]
 fn every_family_compiles_for_sm80_and_sm90() {
-    if !nvrtc_present() {
-        for var in ["MINFERENCE_REQUIRE_CUDA", "MINFERENCE_REQUIRE_NVRTC"] {
-            if std::env::var(var).as_deref() == Ok("1") {
-                panic!("{var}=1 but libnvrtc is not found");
-            }
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPED: libnvrtc not found");
+    if !nvrtc_or_skip() {
         return;
     }
     for arch in ["sm_80", "sm_90"] {
@@ -140,8 +149,7 @@ tiling_suite!(rows128_warp16, (128, 1), 1);
 #[test]
 fn ptx_cache_reuses_matching_entries_only() {
     use minference::cuda_backend::compile_family_cached;
-    if !nvrtc_present() {
-        let _ = writeln!(std::io::stderr(), "SKIPPED: libnvrtc not found");
+    if !nvrtc_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -141,6 +141,13 @@ const NVRTC_OPTIONS: [&str; 1] = ["--std=c++17"];
 
 /// Compile one family to PTX for `arch` (e.g. `sm_90`).
 pub fn compile_family(family: Family, arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
+    if !nvrtc_present() {
+        // cudarc's dynamic loading would panic on the first NVRTC call.
+        return Err(Error::Unavailable {
+            backend: NAME,
+            reason: "libnvrtc not found (install the CUDA runtime compiler)".into(),
+        });
+    }
     let opts = CompileOptions {
         arch: Some(arch),
         options: NVRTC_OPTIONS.iter().map(|o| o.to_string()).collect(),
@@ -166,8 +173,8 @@ pub fn ptx_cache_dir() -> Option<std::path::PathBuf> {
 }
 
 /// [`compile_family`] through a PTX cache in `dir` (none: compile). An entry is used only if
-/// its recorded key (arch, NVRTC options, the family's whole source) equals this build's, so
-/// an edited kernel or another arch compiles afresh; an unreadable or unwritable cache only
+/// its recorded key (arch, NVRTC version and options, the family's whole source) equals this
+/// build's, so an edited kernel, another arch or another NVRTC compiles afresh; an unreadable or unwritable cache only
 /// costs the compile. Entries are written atomically (temporary file, then rename).
 pub fn compile_family_cached(
     family: Family,
@@ -178,8 +185,15 @@ pub fn compile_family_cached(
     let Some(dir) = dir else {
         return compile_family(family, arch);
     };
+    if !nvrtc_present() {
+        return compile_family(family, arch); // the clear error, before nvrtcVersion below
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: nvrtcVersion writes two ints through valid pointers; it needs libnvrtc, which
+    // compile_family needs as well (a failure leaves 0.0 in the key: still exact-matched).
+    let _ = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
     let key = format!(
-        "arch {arch}\noptions {}\n{}",
+        "arch {arch}\nnvrtc {major}.{minor}\noptions {}\n{}",
         NVRTC_OPTIONS.join(" "),
         family.source()
     );
