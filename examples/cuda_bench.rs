@@ -18,9 +18,10 @@ fn main() {
 
 #[cfg(feature = "cuda")]
 mod bench {
+    use minference::bench::{index_pairs, window_pairs};
     use minference::cuda_backend::{CudaBackend, MmaTiling};
     use minference::generate::{structured_qkv, HeadKind};
-    use minference::{AttnShape, Backend, DType, DeviceTensor, HostIndex, HostTensor, Pattern};
+    use minference::{AttnShape, Backend, DType, DeviceTensor, HostTensor, Pattern};
     use std::time::Instant;
 
     /// Tensor-core kernel configurations timed for dense and A-shape heads:
@@ -81,37 +82,6 @@ mod bench {
         ])
     }
 
-    /// Pairs the sparse kernel computes (index heads), from the counts and chunk starts.
-    fn index_pairs(ix: &HostIndex) -> u64 {
-        let m = &ix.meta;
-        let n = m.shape.seq_len as i64;
-        let mut total = 0u64;
-        for bh in 0..m.heads_total() {
-            if !m.patterns[bh % m.shape.q_heads].uses_index() {
-                continue;
-            }
-            for r in 0..m.rows {
-                let at = bh * m.rows + r;
-                let (lo, hi) = ((r * 64) as i64, ((r * 64 + 64) as i64).min(n));
-                total += ix.column_count[at] as u64 * (hi - lo) as u64;
-                for &s in &ix.block_offset[at * m.nnz_s..at * m.nnz_s + ix.block_count[at] as usize]
-                {
-                    let s = s as i64;
-                    for i in lo..hi {
-                        total += ((s + 64).min(i + 1).min(n) - s).max(0) as u64;
-                    }
-                }
-            }
-        }
-        total
-    }
-
-    fn keys_a_shape(i: usize, sink: usize, local: usize) -> u64 {
-        let sink_end = sink.min(i + 1);
-        let local_start = (i + 1).saturating_sub(local).max(sink_end);
-        (sink_end + (i + 1 - local_start)) as u64
-    }
-
     fn row(name: &str, heads: usize, n: usize, ms: f64, pairs: u64, d: usize, extra: &str) {
         let tflops = 4.0 * d as f64 * pairs as f64 / (ms * 1e-3) / 1e12;
         println!(
@@ -158,7 +128,7 @@ mod bench {
         // A-shape 1024 + 4096.
         let (sink, local) = (1024, 4096);
         let windows = vec![Some((sink, local)); h];
-        let pairs = h as u64 * (0..n).map(|i| keys_a_shape(i, sink, local)).sum::<u64>();
+        let pairs = window_pairs(&shape, &Pattern::AShape { sink, local });
         for (block_m, warp_mt, note) in CONFIGS {
             b.set_window_tiling(MmaTiling { block_m, warp_mt })?;
             let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;

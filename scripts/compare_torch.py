@@ -20,25 +20,11 @@ import time
 
 import torch
 from safetensors.torch import load_file
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from sdpa_compare import bench, sdpa_causal_ms  # same folder: the shared timing loop
+
 BLOCK = 64
-
-
-def bench(fn, reps=7):
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return sorted(ts)[reps // 2]
 
 
 def metadata(path):
@@ -149,9 +135,7 @@ def main():
     b = q.shape[0]
     flops_dense = 4 * 128 * b * h * n * (n + 1) / 2
     rows = []
-    for name, be in [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]:
-        with sdpa_kernel(be):
-            ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+    for name, ms in sdpa_causal_ms(q, k, v):
         rows.append((f"dense causal, torch SDPA {name}", ms, flops_dense / ms / 1e9, ""))
         print(rows[-1], flush=True)
     flex = torch.compile(flex_attention, dynamic=False)

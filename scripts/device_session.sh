@@ -53,12 +53,17 @@ wgpubench)
       $D/wgpu-test --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|device"
   done ;;
 ncu)
+  # Nsight Compute of the dense tensor-core kernel in each tiling named by NCU_KERNELS
+  # (suffixes of attention_mma_bf16_d128_*: mt1, mt2, mt1_bm128, mt2_bm128).
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  timeout 150 "$NCU" --clock-control none --set full -k "regex:attention_mma_bf16_d128_${NCU_KERNEL:-mt1}\$" -c 1 \
-    -o "$OUT/prof" -f "$D/cuda_bench" dense-only > /dev/null 2>&1; echo "ncu exit $?"
-  "$NCU" -i "$OUT/prof.ncu-rep" --page details > "$OUT/prof.details.txt" 2>&1
-  "$NCU" -i "$OUT/prof.ncu-rep" --page source --csv --print-source sass 2>/dev/null | gzip > "$OUT/prof.source.csv.gz"
-  rm -f "$OUT/prof.ncu-rep" ;;
+  for kern in ${NCU_KERNELS:-mt1}; do
+    timeout 150 "$NCU" --clock-control none --set full -k "regex:attention_mma_bf16_d128_${kern}\$" -c 1 \
+      -o "$OUT/prof_$kern" -f "$D/cuda_bench" dense-only > /dev/null 2>&1; echo "ncu $kern exit $?"
+    "$NCU" -i "$OUT/prof_$kern.ncu-rep" --page details > "$OUT/prof_$kern.details.txt" 2>&1
+    "$NCU" -i "$OUT/prof_$kern.ncu-rep" --page source --csv --print-source sass 2>/dev/null \
+      | gzip > "$OUT/prof_$kern.source.csv.gz"
+    rm -f "$OUT/prof_$kern.ncu-rep"
+  done ;;
 compare)
   echo "== torch comparison (SDPA, FlexAttention on our index)"
   mkdir -p /tmp/cmp && PYTHONUNBUFFERED=1 timeout 420 python3 scripts/compare_torch.py "$PWD/$D/minference" /tmp/cmp \

@@ -35,8 +35,6 @@ diagnostic(off, derivative_uniformity);
 
 /// Query rows per workgroup.
 const BLOCK_M: u32 = 32u;
-/// Rows of the sparse index's row block (two workgroups per index row).
-const INDEX_BLOCK: u32 = 64u;
 /// Keys per tile.
 const BLOCK_N: u32 = 32u;
 /// Side of a cooperative matrix.

@@ -5,25 +5,21 @@
 // head's row always holds at least its diagonal chunk.
 // Grid: (R = cdiv(N, 64), B * Hq); workgroup BLOCK_M = 64 invocations, one query row each.
 
-// The index bindings, visit_columns and tile_key: sparse_index.wgsl.
+// The index bindings and its walk (index_counts, visit_index_row, tile_key): sparse_index.wgsl.
 
 fn sparse_attention(wid: vec3<u32>, lid: u32) {
     let bh = wid.y;
     let m = wid.x;
     let rows = (params.seq_len + BLOCK_M - 1u) / BLOCK_M;
     let at = bh * rows + m;
-    let counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
+    let counts = index_counts(at);
     if counts.x == 0u && counts.y == 0u {
         return;
     }
     let row0 = m * BLOCK_M;
     load_q_tile(bh, row0, lid);
     let row_end = min(params.seq_len, row0 + BLOCK_M);
-    for (var c = 0u; c < counts.x; c++) {
-        let s = u32(block_offset[at * params.nnz_s + c]);
-        visit_range(s, min(s + BLOCK_M, row_end));
-    }
-    visit_columns(at * params.nnz_v, counts.y);
+    visit_index_row(at, counts, row_end);
     store_o(bh);
 }
 

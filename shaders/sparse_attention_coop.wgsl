@@ -5,26 +5,20 @@
 // before the row block), BLOCK_N per tile. Heads with an empty index row are left untouched.
 // Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup 64 invocations. f16 storage only.
 
-// The index bindings, visit_columns and tile_key: sparse_index.wgsl.
+// The index bindings and its walk (index_counts, visit_index_row, tile_key): sparse_index.wgsl.
 
 fn sparse_attention_coop(wid: vec3<u32>, local: u32, sg: u32, nsg: u32) {
     let m = (wid.x * BLOCK_M) / INDEX_BLOCK;
     let rows = (params.seq_len + INDEX_BLOCK - 1u) / INDEX_BLOCK;
     let at = wid.y * rows + m;
     // Every invocation reads the same words: the counts and offsets are uniform.
-    let counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
+    let counts = index_counts(at);
     if counts.x == 0u && counts.y == 0u {
         return;
     }
     load_q_tile(wid, local, sg, nsg);
     let row_end = min(params.seq_len, row0 + BLOCK_M);
-    for (var c = 0u; c < counts.x; c++) {
-        let s = u32(block_offset[at * params.nnz_s + c]);
-        if s < row_end {
-            visit_range(s, min(s + INDEX_BLOCK, row_end));
-        }
-    }
-    visit_columns(at * params.nnz_v, counts.y);
+    visit_index_row(at, counts, row_end);
     store_o();
 }
 

@@ -5,7 +5,7 @@
 // empty index row (heads that do not use the index) are left untouched.
 // Grid: (R = cdiv(N, 64), B * Hq); workgroup THREADS = 256 invocations (attention_tiled_core).
 
-// The index bindings, visit_columns and tile_key: sparse_index.wgsl.
+// The index bindings and its walk (index_counts, visit_index_row, tile_key): sparse_index.wgsl.
 
 fn sparse_attention_tiled(wid: vec3<u32>, local: u32) {
     let bh = wid.y;
@@ -14,17 +14,13 @@ fn sparse_attention_tiled(wid: vec3<u32>, local: u32) {
     let m = rows - 1u - wid.x;
     let at = bh * rows + m;
     // Read at the workgroup's own index row: workgroup-uniform, and so are the loops below.
-    let counts = vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
+    let counts = index_counts(at);
     if counts.x == 0u && counts.y == 0u {
         return; // the whole workgroup, before any barrier
     }
     start_row_block(bh, m, local);
     let row_end = min(params.seq_len, row0 + BLOCK_M);
-    for (var c = 0u; c < counts.x; c++) {
-        let s = u32(block_offset[at * params.nnz_s + c]);
-        visit_range(s, min(s + BLOCK_M, row_end));
-    }
-    visit_columns(at * params.nnz_v, counts.y);
+    visit_index_row(at, counts, row_end);
     store_o(bh);
 }
 

@@ -28,3 +28,23 @@ fn tile_key(s: u32) -> i32 {
     }
     return i32(x);
 }
+
+/// Keys per index row block and per chunk (the contract's BLOCK).
+const INDEX_BLOCK: u32 = 64u;
+
+/// Index row `at`'s (chunk count, column count), clamped at 0. Read at the workgroup's own
+/// row, so workgroup-uniform, and so are the loops of `visit_index_row`.
+fn index_counts(at: u32) -> vec2<u32> {
+    return vec2<u32>(u32(max(block_count[at], 0)), u32(max(column_count[at], 0)));
+}
+
+/// Visit index row `at`: its `counts.x` chunks (INDEX_BLOCK keys from each start, clipped to
+/// `row_end`, the end of this workgroup's rows; a chunk starting at or past it is empty) and
+/// its `counts.y` single columns.
+fn visit_index_row(at: u32, counts: vec2<u32>, row_end: u32) {
+    for (var c = 0u; c < counts.x; c++) {
+        let s = u32(block_offset[at * params.nnz_s + c]);
+        visit_range(s, min(s + INDEX_BLOCK, row_end));
+    }
+    visit_columns(at * params.nnz_v, counts.y);
+}

@@ -328,14 +328,36 @@ pub fn run_layer_into(
         heads: patterns.to_vec(),
     }
     .validate(shape.q_heads)?;
+    let index = if patterns.iter().any(Pattern::uses_index) {
+        Some(backend.build_index(q, k, patterns)?)
+    } else {
+        None
+    };
+    attend_layer(backend, q, k, v, patterns, index.as_ref(), out)?;
+    Ok(index)
+}
+
+/// The attention kernels of a layer whose index (if any head uses one) is built: one dense
+/// kernel when every head is dense; otherwise the A-shape kernel for dense and A-shape heads
+/// (dense as the window `(0, N)`) and the sparse kernel for index heads. Each kernel writes
+/// only the heads it serves.
+pub fn attend_layer(
+    backend: &dyn Backend,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    patterns: &[Pattern],
+    index: Option<&DeviceIndex>,
+    out: &mut DeviceTensor,
+) -> Result<()> {
     if patterns.iter().all(|p| *p == Pattern::Dense) {
-        backend.dense_attention(q, k, v, out)?;
-        return Ok(None);
+        return backend.dense_attention(q, k, v, out);
     }
+    let n = check_qkv(&backend.info(), q, k, v, Some(out))?.seq_len;
     let windows: Vec<Option<(usize, usize)>> = patterns
         .iter()
         .map(|p| match *p {
-            Pattern::Dense => Some((0, shape.seq_len)),
+            Pattern::Dense => Some((0, n)),
             Pattern::AShape { sink, local } => Some((sink, local)),
             _ => None,
         })
@@ -343,11 +365,11 @@ pub fn run_layer_into(
     if windows.iter().any(Option::is_some) {
         backend.a_shape_attention(q, k, v, &windows, out)?;
     }
-    let mut index = None;
     if patterns.iter().any(Pattern::uses_index) {
-        let ix = backend.build_index(q, k, patterns)?;
-        backend.sparse_attention(q, k, v, &ix, out)?;
-        index = Some(ix);
+        let ix = index.ok_or_else(|| {
+            crate::error::invalid("index", "the layer has index heads but no index was given")
+        })?;
+        backend.sparse_attention(q, k, v, ix, out)?;
     }
-    Ok(index)
+    Ok(())
 }

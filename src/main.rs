@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use minference::backend::run_layer_into;
+use minference::backend::{attend_layer, run_layer_into};
 use minference::generate::{structured_qkv, HeadKind};
 use minference::io::{put_index, StFile};
 use minference::registry::{open, BackendKind};
@@ -246,8 +246,8 @@ fn run(
 }
 
 /// Medians over `reps` runs of the layer's index building and of its attention kernels
-/// (A-shape and dense heads in one kernel, sparse heads in another), each timed from the call
-/// to the end of a device synchronize.
+/// (`attend_layer`: A-shape and dense heads in one kernel, sparse heads in another), each
+/// timed from the call to the end of a device synchronize.
 fn time_layer(
     be: &dyn Backend,
     q: &DeviceTensor,
@@ -257,17 +257,6 @@ fn time_layer(
     out: &mut DeviceTensor,
     reps: usize,
 ) -> Result<(f64, f64)> {
-    let n = q.dims()[2];
-    let windows: Vec<Option<(usize, usize)>> = patterns
-        .iter()
-        .map(|p| match *p {
-            Pattern::Dense => Some((0, n)),
-            Pattern::AShape { sink, local } => Some((sink, local)),
-            _ => None,
-        })
-        .collect();
-    let all_dense = patterns.iter().all(|p| *p == Pattern::Dense);
-    let any_window = windows.iter().any(Option::is_some);
     let uses_index = patterns.iter().any(Pattern::uses_index);
     let median = |mut t: Vec<f64>| {
         t.sort_by(f64::total_cmp);
@@ -291,16 +280,7 @@ fn time_layer(
             t_index.push(0.0);
         }
         let t0 = Instant::now();
-        if all_dense {
-            be.dense_attention(q, k, v, out)?;
-        } else {
-            if any_window {
-                be.a_shape_attention(q, k, v, &windows, out)?;
-            }
-            if let Some(ix) = &index {
-                be.sparse_attention(q, k, v, ix, out)?;
-            }
-        }
+        attend_layer(be, q, k, v, patterns, index.as_ref(), out)?;
         be.synchronize()?;
         t_attention.push(t0.elapsed().as_secs_f64() * 1e3);
     }

@@ -479,15 +479,18 @@ impl WgpuBackend {
     /// Per key, the rowwise kernels take D / 4 iterations for Q.K, D / 4 for P.V and a few
     /// more (measured: rows with 921 keys at D = 128 were dropped: 71 per key); the tiled
     /// and cooperative kernels take about 85 per 64-key tile at D = 128 (96 used here).
-    fn check_loop_budget(&self, family: &Family, head_dim: usize, max_keys: usize) -> Result<()> {
+    fn check_loop_budget(
+        &self,
+        variant: Variant,
+        family: &Family,
+        head_dim: usize,
+        max_keys: usize,
+    ) -> Result<()> {
         let a = &self.ctx.adapter_info;
         if !(a.driver.contains("llvmpipe") || a.name.contains("llvmpipe")) {
             return Ok(());
         }
-        let rowwise = family.stem == DENSE_ATTENTION.stem
-            || family.stem == A_SHAPE_ATTENTION.stem
-            || family.stem == SPARSE_ATTENTION.stem;
-        let need = if rowwise {
+        let need = if variant == Variant::Rowwise {
             max_keys.saturating_mul(head_dim / 2 + 8) + BLOCK
         } else {
             (max_keys.div_ceil(BLOCK) + 2).saturating_mul(96) + BLOCK
@@ -566,19 +569,23 @@ impl WgpuBackend {
         }
     }
 
-    /// The family of attention kernel `kind` for this backend's variant; `f16` storage or not
-    /// (the coop kernels take f16 only: f32 and bf16-as-f32 storage run the tiled kernels
-    /// where the adapter fits them, else the rowwise ones, as f16 tiles would lose their
-    /// precision and range).
-    fn attention_family(&self, kind: AttentionKind, f16: bool) -> &'static Family {
-        let variant = match self.variant {
+    /// The variant that runs tensors of `f16` storage or not: this backend's, except that the
+    /// coop kernels take f16 only (f32 and bf16-as-f32 storage run the tiled kernels where the
+    /// adapter fits them, else the rowwise ones, as f16 tiles would lose their precision and
+    /// range).
+    fn effective_variant(&self, f16: bool) -> Variant {
+        match self.variant {
             Variant::CoopMatrix if !f16 => self.portable_variant(),
             v => v,
-        };
+        }
+    }
+
+    /// The family of attention kernel `kind` in `variant`.
+    fn attention_family(kind: AttentionKind, variant: Variant) -> &'static Family {
         match (kind, variant) {
-            (AttentionKind::Dense, Variant::CoopMatrix) if f16 => &DENSE_ATTENTION_COOP,
-            (AttentionKind::AShape, Variant::CoopMatrix) if f16 => &A_SHAPE_ATTENTION_COOP,
-            (AttentionKind::Sparse, Variant::CoopMatrix) if f16 => &SPARSE_ATTENTION_COOP,
+            (AttentionKind::Dense, Variant::CoopMatrix) => &DENSE_ATTENTION_COOP,
+            (AttentionKind::AShape, Variant::CoopMatrix) => &A_SHAPE_ATTENTION_COOP,
+            (AttentionKind::Sparse, Variant::CoopMatrix) => &SPARSE_ATTENTION_COOP,
             (AttentionKind::Dense, Variant::Tiled) => &DENSE_ATTENTION_TILED,
             (AttentionKind::AShape, Variant::Tiled) => &A_SHAPE_ATTENTION_TILED,
             (AttentionKind::Sparse, Variant::Tiled) => &SPARSE_ATTENTION_TILED,
@@ -669,8 +676,9 @@ impl WgpuBackend {
             self.tensor(k, "k")?,
             self.tensor(v, "v")?,
         );
-        let family = self.attention_family(kind, qt.f16);
-        self.check_loop_budget(family, shape.head_dim, max_keys)?;
+        let variant = self.effective_variant(qt.f16);
+        let family = Self::attention_family(kind, variant);
+        self.check_loop_budget(variant, family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
         let kernel = self.ctx.kernel(family, Self::entry(family.stem, qt.f16))?;
         let params = self.ctx.uniform(family.stem, &params);
@@ -1052,8 +1060,8 @@ impl Backend for WgpuBackend {
     ) -> Result<()> {
         let shape = crate::backend::check_sparse(&self.info(), q, k, v, index, out)?;
         let ix = index.storage::<WgpuIndex>(NAME)?;
-        let params = Self::attention_params(&shape, index.meta.nnz_s, index.meta.nnz_v)?;
         let m = &index.meta;
+        let params = Self::attention_params(&shape, m.nnz_s, m.nnz_v)?;
         self.run_attention(
             AttentionKind::Sparse,
             m.nnz_s * BLOCK + m.nnz_v,
