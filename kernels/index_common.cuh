@@ -47,9 +47,19 @@ __device__ void select_top(const float* scores, int n, int k, int forced, int* o
         for (int t = tid; t < 256; t += blockDim.x) hist[t] = 0;
         __syncthreads();
         const u32 prefix = s_prefix, mask = s_mask;
-        for (int i = tid; i < n; i += blockDim.x) {
-            const u32 key = score_key(scores, i, forced);
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
+        // Warp-aggregated histogram: scores cluster in a few bins (the top byte is mostly
+        // sign and exponent), so lanes with the same bin add once, by their lowest lane.
+        // Uniform trip count: every lane of a warp reaches the ballot.
+        for (int start = 0; start < n; start += blockDim.x) {
+            const int i = start + tid;
+            const u32 key = i < n ? score_key(scores, i, forced) : 0u;
+            const bool hit = i < n && (key & mask) == prefix;
+            const u32 bin = (key >> shift) & 255u;
+            const u32 active = __ballot_sync(0xffffffffu, hit);
+            if (hit) {
+                const u32 peers = __match_any_sync(active, bin);
+                if ((tid & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+            }
         }
         __syncthreads();
         if (tid == 0) {

@@ -225,6 +225,163 @@ extern "C" __global__ void vs_convert(const IndexParams p, const int* heads,
         vs_accumulate<T>(p, heads, q, k, row_max, row_sum, vertical, slash);                    \
     }
 
+// Tensor-core estimate (f16/bf16): the same passes 1 and 3 with S = Q_last K^T on mma.sync.
+// One CTA per 64-key tile (stat tile = 64 keys), 4 warps x 16 of the last 64 queries; Q_last
+// and the K tile through padded shared memory. Pass 1 writes per (tile, row) the max and the
+// sum of exp2; pass 3 writes each key's column sum (the CTA holds all 64 rows: no atomics)
+// and adds the tile's 127 diagonal partial sums, gathered in shared memory first, to `slash`.
+#define VS_MMA_ROWS 64
+#define VS_MMA_KEYS 64
+template <typename T, int D, bool ACCUMULATE>
+__device__ void vs_mma(const IndexParams p, const int* heads, const u16* __restrict__ q,
+                       const u16* __restrict__ k,
+                       float* part_max,        // [B, Hq, tiles, 64] (pass 1)
+                       float* part_sum,        // [B, Hq, tiles, 64] (pass 1)
+                       const float* row_max,   // [B, Hq, 64] (pass 3)
+                       const float* row_sum,   // [B, Hq, 64] (pass 3)
+                       float* vertical,        // [B, Hq, N] (pass 3)
+                       float* slash) {         // [B, Hq, N] (pass 3), zeroed before
+    constexpr int LD = D + SMEM_PAD, CHUNKS = D / 8, KD = D / 16, NB = VS_MMA_KEYS / 8;
+    __shared__ __align__(16) u16 q_s[VS_MMA_ROWS * LD]; // [64, D + 8]: the last queries
+    __shared__ __align__(16) u16 k_s[VS_MMA_KEYS * LD]; // [64, D + 8]: this tile's keys
+    __shared__ float col_s[4][VS_MMA_KEYS];             // per-warp column sums
+    __shared__ float diag_s[VS_MMA_ROWS + VS_MMA_KEYS]; // diagonal sums, local offset r - c + 63
+    const int bh = blockIdx.y, h = bh % p.q_heads, b = bh / p.q_heads;
+    if (heads[3 * h] != HEAD_VS) return;
+    const int hk = h / (p.q_heads / p.kv_heads);
+    const int n = p.seq_len, tile = blockIdx.x, j0 = tile * VS_MMA_KEYS;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const u16* qh = q + (size_t)bh * n * D;
+    const u16* kh = k + ((size_t)b * p.kv_heads + hk) * n * D;
+
+    // load_tiles: query row r is n - last_q + r (rows >= last_q zero-filled), key row c is
+    // j0 + c (keys >= N zero-filled).
+    for (int c = tid; c < VS_MMA_ROWS * CHUNKS; c += blockDim.x) {
+        const int r = c / CHUNKS, ch = c % CHUNKS;
+        const bool q_ok = r < p.last_q;
+        cp_async16(&q_s[r * LD + ch * 8], qh + (size_t)(q_ok ? n - p.last_q + r : 0) * D + ch * 8, q_ok);
+        const bool k_ok = j0 + r < n;
+        cp_async16(&k_s[r * LD + ch * 8], kh + (size_t)(k_ok ? j0 + r : 0) * D + ch * 8, k_ok);
+    }
+    cp_async_commit();
+    if (ACCUMULATE)
+        for (int t = tid; t < VS_MMA_ROWS + VS_MMA_KEYS; t += blockDim.x) diag_s[t] = 0.f;
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // scores: this warp's 16 rows x 64 keys, in log2 units.
+    float s[NB][4];
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.f;
+    const u32 q_frag = smem_addr(q_s) + (u32)((warp * 16 + (lane & 15)) * LD + (lane >> 4) * 8) * 2;
+    const u32 k_frag = smem_addr(k_s) + (u32)(((lane & 7) + ((lane >> 4) << 3)) * LD + ((lane >> 3) & 1) * 8) * 2;
+#pragma unroll
+    for (int kk = 0; kk < KD; ++kk) {
+        u32 qf[4];
+        ldmatrix_x4(qf, q_frag + kk * 16 * 2);
+#pragma unroll
+        for (int nb = 0; nb < NB; nb += 2) {
+            u32 bfr[4];
+            ldmatrix_x4(bfr, k_frag + (nb * 8 * LD + kk * 16) * 2);
+            Mma<T>::run(s[nb], qf, bfr[0], bfr[1]);
+            Mma<T>::run(s[nb + 1], qf, bfr[2], bfr[3]);
+        }
+    }
+    // mask: (row r, key j) counts iff r < last_q, j < N and j <= n - last_q + r.
+    const int g = lane >> 2, cq = (lane & 3) * 2;
+    const int r0 = warp * 16 + g; // rows r0 (e < 2) and r0 + 8 (e >= 2)
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = r0 + (e >> 1) * 8, j = j0 + nb * 8 + cq + (e & 1);
+            s[nb][e] = vs_valid(p, r, j) ? s[nb][e] * p.scale_log2 : NEG_INF;
+        }
+    if (!ACCUMULATE) {
+        // tile_stats: max and sum of exp2 per row, reduced over the 4 lanes of a row.
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            float m = NEG_INF;
+#pragma unroll
+            for (int nb = 0; nb < NB; ++nb) m = fmaxf(m, fmaxf(s[nb][2 * half], s[nb][2 * half + 1]));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            float sum = 0.f;
+            if (m != NEG_INF)
+#pragma unroll
+                for (int nb = 0; nb < NB; ++nb)
+                    sum += fast_exp2(s[nb][2 * half] - m) + fast_exp2(s[nb][2 * half + 1] - m);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            if ((lane & 3) == 0) {
+                const size_t at = ((size_t)bh * p.stat_tiles + tile) * LAST_Q + r0 + half * 8;
+                part_max[at] = m;
+                part_sum[at] = sum;
+            }
+        }
+        return;
+    }
+    // probabilities: p = 2^(s - row max) / row sum; column sums over this warp's 16 rows
+    // (2 per lane, then the 8 lanes of a column: xor 4, 8, 16) and diagonal sums in shared
+    // memory.
+    float m_r[2], inv_r[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int r = r0 + half * 8;
+        m_r[half] = r < p.last_q ? row_max[(size_t)bh * LAST_Q + r] : 0.f;
+        const float l = r < p.last_q ? row_sum[(size_t)bh * LAST_Q + r] : 0.f;
+        inv_r[half] = l > 0.f ? 1.f / l : 0.f;
+    }
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+        float col[2] = {0.f, 0.f};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int half = e >> 1;
+            const float pr = s[nb][e] == NEG_INF ? 0.f : fast_exp2(s[nb][e] - m_r[half]) * inv_r[half];
+            col[e & 1] += pr;
+            if (pr != 0.f) atomicAdd(&diag_s[r0 + half * 8 - (nb * 8 + cq + (e & 1)) + VS_MMA_KEYS - 1], pr);
+        }
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            col[c] += __shfl_xor_sync(0xffffffffu, col[c], 4);
+            col[c] += __shfl_xor_sync(0xffffffffu, col[c], 8);
+            col[c] += __shfl_xor_sync(0xffffffffu, col[c], 16);
+        }
+        if (g == 0) {
+            col_s[warp][nb * 8 + cq] = col[0];
+            col_s[warp][nb * 8 + cq + 1] = col[1];
+        }
+    }
+    __syncthreads();
+    // store: one thread per key writes its column sum; one per local diagonal adds its sum.
+    if (tid < VS_MMA_KEYS && j0 + tid < n)
+        vertical[(size_t)bh * n + j0 + tid] = col_s[0][tid] + col_s[1][tid] + col_s[2][tid] + col_s[3][tid];
+    for (int t = tid; t < VS_MMA_ROWS + VS_MMA_KEYS - 1; t += blockDim.x) {
+        // local t = r - c + 63  ->  offset i_r - j = (n - last_q + r) - (j0 + c)
+        const long long o = (long long)n - p.last_q - j0 + t - (VS_MMA_KEYS - 1);
+        if (diag_s[t] != 0.f && o >= 0 && o < n) atomicAdd(&slash[(size_t)bh * n + o], diag_s[t]);
+    }
+}
+
+#define VS_MMA_ENTRIES(SUFFIX, T, D)                                                            \
+    extern "C" __global__ void __launch_bounds__(128) vs_mma_stats_##SUFFIX##_d##D(             \
+        const IndexParams p, const int* heads, const u16* q, const u16* k, float* part_max,    \
+        float* part_sum) {                                                                      \
+        vs_mma<T, D, false>(p, heads, q, k, part_max, part_sum, nullptr, nullptr, nullptr,      \
+                            nullptr);                                                           \
+    }                                                                                           \
+    extern "C" __global__ void __launch_bounds__(128) vs_mma_accumulate_##SUFFIX##_d##D(        \
+        const IndexParams p, const int* heads, const u16* q, const u16* k, const float* row_max, \
+        const float* row_sum, float* vertical, float* slash) {                                  \
+        vs_mma<T, D, true>(p, heads, q, k, nullptr, nullptr, row_max, row_sum, vertical, slash); \
+    }
+
+VS_MMA_ENTRIES(f16, F16, 64)
+VS_MMA_ENTRIES(f16, F16, 128)
+VS_MMA_ENTRIES(bf16, BF16, 64)
+VS_MMA_ENTRIES(bf16, BF16, 128)
+
 VS_ENTRIES(f32, F32)
 VS_ENTRIES(f16, F16)
 VS_ENTRIES(bf16, BF16)

@@ -26,6 +26,7 @@ const NAME: &str = "cuda";
 const COMMON: &str = include_str!("../../kernels/common.cuh");
 const INDEX_COMMON: &str = include_str!("../../kernels/index_common.cuh");
 const ATTENTION: &str = include_str!("../../kernels/attention.cu");
+const MMA_COMMON: &str = include_str!("../../kernels/mma_common.cuh");
 const ATTENTION_MMA: &str = include_str!("../../kernels/attention_mma.cu");
 const VERTICAL_SLASH_INDEX: &str = include_str!("../../kernels/vertical_slash_index.cu");
 const BLOCK_SPARSE_INDEX: &str = include_str!("../../kernels/block_sparse_index.cu");
@@ -85,8 +86,10 @@ impl MmaTiling {
 fn mma_smem_bytes(block_m: usize, head_dim: usize) -> u32 {
     ((block_m + 2 * BLOCK) * (head_dim + 8) * 2) as u32
 }
-/// Key columns per CTA in the vertical-slash estimate (`STAT_COLS` in the kernel).
+/// Key columns per CTA in the scalar vertical-slash estimate (`STAT_COLS` in the kernel).
 const STAT_COLS: usize = 256;
+/// Key columns per CTA in the tensor-core vertical-slash estimate (`VS_MMA_KEYS`).
+const VS_MMA_KEYS: usize = 64;
 /// Threads of a top-k selection CTA.
 const SELECT_THREADS: u32 = 1024;
 /// Head dims the kernels are written for.
@@ -112,9 +115,9 @@ impl Family {
     pub fn source(self) -> String {
         match self {
             Family::Attention => format!("{COMMON}\n{ATTENTION}"),
-            Family::AttentionMma => format!("{COMMON}\n{ATTENTION}\n{ATTENTION_MMA}"),
+            Family::AttentionMma => format!("{COMMON}\n{ATTENTION}\n{MMA_COMMON}\n{ATTENTION_MMA}"),
             Family::VerticalSlashIndex => {
-                format!("{COMMON}\n{INDEX_COMMON}\n{VERTICAL_SLASH_INDEX}")
+                format!("{COMMON}\n{INDEX_COMMON}\n{MMA_COMMON}\n{VERTICAL_SLASH_INDEX}")
             }
             Family::BlockSparseIndex => format!("{COMMON}\n{INDEX_COMMON}\n{BLOCK_SPARSE_INDEX}"),
         }
@@ -666,7 +669,18 @@ impl CudaBackend {
     ) -> Result<()> {
         let s = &meta.shape;
         let (n, bh) = (s.seq_len, meta.heads_total());
-        let tiles = n.div_ceil(STAT_COLS);
+        // f16/bf16 estimate on tensor cores (64-key stat tiles, 128 threads); f32 (and the
+        // scalar-only mode) on the scalar kernels (256-key stat tiles).
+        let mma = dtype != DType::F32 && !self.scalar_only.load(Ordering::Relaxed);
+        let (tile_keys, threads) = if mma {
+            (VS_MMA_KEYS, 128)
+        } else {
+            (STAT_COLS, STAT_COLS as u32)
+        };
+        let tiles = n.div_ceil(tile_keys);
+        let mut p = *p;
+        p.stat_tiles = to_i32("stat_tiles", tiles)?;
+        let p = &p;
         let mut part_max = self.alloc_f32(bh * tiles * LAST_Q)?;
         let mut part_sum = self.alloc_f32(bh * tiles * LAST_Q)?;
         let mut row_max = self.alloc_f32(bh * LAST_Q)?;
@@ -674,15 +688,24 @@ impl CudaBackend {
         let mut vertical = self.alloc_f32(bh * n)?;
         let mut slash = self.alloc_f32(bh * n)?;
         let sfx = dtype_suffix(dtype);
+        let (stats, accumulate) = if mma {
+            (
+                format!("vs_mma_stats_{sfx}_d{}", s.head_dim),
+                format!("vs_mma_accumulate_{sfx}_d{}", s.head_dim),
+            )
+        } else {
+            (format!("vs_stats_{sfx}"), format!("vs_accumulate_{sfx}"))
+        };
         let tile_cfg = LaunchConfig {
             grid_dim: (tiles as u32, bh as u32, 1),
-            block_dim: (STAT_COLS as u32, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
-        let name = format!("vs_stats_{sfx}");
-        let f = self.function(Family::VerticalSlashIndex, &name)?;
-        // SAFETY: q [B,Hq,N,D], k [B,Hkv,N,D] checked by the caller; D <= 128 fits the
-        // [64, 128] shared q tile; columns j >= N are masked; part_* hold bh * tiles * 64.
+        let f = self.function(Family::VerticalSlashIndex, &stats)?;
+        // SAFETY: q [B,Hq,N,D], k [B,Hkv,N,D] checked by the caller; D is 64 or 128: the
+        // scalar kernel's [64, 128] shared q tile fits it and the tensor-core kernel is
+        // instantiated for exactly that D; columns j >= N are masked (zero-filled keys);
+        // part_* hold bh * tiles * 64 with p.stat_tiles = tiles.
         unsafe {
             self.stream
                 .launch_builder(&f)
@@ -694,7 +717,7 @@ impl CudaBackend {
                 .arg(&mut part_sum)
                 .launch(tile_cfg)
         }
-        .map_err(|e| dev_err(&name, e))?;
+        .map_err(|e| dev_err(&stats, e))?;
         let f = self.function(Family::VerticalSlashIndex, "vs_combine")?;
         let cfg = LaunchConfig {
             grid_dim: (bh as u32, 1, 1),
@@ -714,10 +737,9 @@ impl CudaBackend {
                 .launch(cfg)
         }
         .map_err(|e| dev_err("vs_combine", e))?;
-        let name = format!("vs_accumulate_{sfx}");
-        let f = self.function(Family::VerticalSlashIndex, &name)?;
-        // SAFETY: as vs_stats; vertical and slash hold bh * N floats and every offset
-        // i_r - j written is in 0..N because j <= i_r < N.
+        let f = self.function(Family::VerticalSlashIndex, &accumulate)?;
+        // SAFETY: as the stats pass; vertical and slash hold bh * N floats; every column
+        // written is < N and every offset i_r - j added is in 0..N (checked in the kernel).
         unsafe {
             self.stream
                 .launch_builder(&f)
@@ -731,7 +753,7 @@ impl CudaBackend {
                 .arg(&mut slash)
                 .launch(tile_cfg)
         }
-        .map_err(|e| dev_err(&name, e))?;
+        .map_err(|e| dev_err(&accumulate, e))?;
         let f = self.function(Family::VerticalSlashIndex, "vs_select")?;
         let cfg = LaunchConfig {
             grid_dim: (bh as u32, 2, 1),
