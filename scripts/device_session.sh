@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine for kernel work: the CUDA and wgpu test suites (every kernel
 # variant, failures are fatal there), `check` per wgpu variant, the CUDA bench over kernel
-# configs, a wgpu timing table, and an ncu profile of the default CUDA kernel.
+# configs, a wgpu timing table, compute-sanitizer memcheck/racecheck on the CUDA check run,
+# ncu profiles and the torch comparison.
 # Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
 # `.gl` carried: `bash scripts/device_session.sh` (PARTS picks sections; logs to $OUT; at most
 # 8 files come back, so logs are few).
@@ -68,10 +69,18 @@ compare)
   echo "== torch comparison (SDPA, FlexAttention on our index)"
   mkdir -p /tmp/cmp && PYTHONUNBUFFERED=1 timeout 420 python3 scripts/compare_torch.py "$PWD/$D/minference" /tmp/cmp \
     ${CMP_N:-131072} ${CMP_H:-4} 2>&1 | grep -v Warning ;;
+sanitize)
+  # compute-sanitizer memcheck and racecheck on the CUDA check run (every shared vector).
+  CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer $tool: check --backend cuda"
+    timeout 280 "$CS" --tool $tool --error-exitcode 9 $D/minference check --backend cuda 2>&1 \
+      | grep -vE "^(ok|PASS) " | tail -6; echo "exit ${PIPESTATUS[0]}"
+  done ;;
 ncuindex)
   echo "== index kernel durations (ncu, one build each, N=${CMP_N:-131072}, H=${CMP_H:-4})"
   NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  cap=/tmp/cmp/capture.safetensors
+  mkdir -p /tmp/cmp; cap=/tmp/cmp/capture.safetensors
   [ -f $cap ] || $D/minference gen-capture --heads ${CMP_H:-4} --kv-heads ${CMP_H:-4} --seq-len ${CMP_N:-131072} \
     --kinds vertical-slash --dtype bf16 --output $cap > /dev/null
   for pat in vertical-slash:1000,6096 block-sparse:100; do
