@@ -18,19 +18,62 @@ __device__ void bs_pool(const IndexParams p, const int* heads, const typename T:
     pooled[((size_t)bh * p.rows + m) * d + c] = s / (float)(hi - lo);
 }
 
-// scores[bh, m, c] = q_pool[m] . k_pool[c] for c < m.
-extern "C" __global__ void bs_scores(const IndexParams p, const int* heads, const float* q_pool,
-                                     const float* k_pool,
-                                     float* scores) { // [B, Hq, R, R]
+// scores[bh, m, c] = q_pool[m] . k_pool[c] for c < m: a causal f32 matmul in 64 x 64
+// output tiles (tiles wholly above the diagonal exit), D staged SCORE_K channels at a time
+// through shared memory, 4 x 4 outputs per thread. Each output is one sequential sum over
+// the channels, in channel order.
+#define SCORE_TILE 64
+#define SCORE_K 32
+extern "C" __global__ void __launch_bounds__(256)
+    bs_scores(const IndexParams p, const int* heads,
+              const float* __restrict__ q_pool, // [B, Hq, R, D]
+              const float* __restrict__ k_pool, // [B, Hq, R, D]
+              float* scores) {                  // [B, Hq, R, R]
+    __shared__ float q_s[SCORE_K][SCORE_TILE + 4]; // channel-major: row reads broadcast
+    __shared__ float k_s[SCORE_K][SCORE_TILE + 4];
     const int bh = blockIdx.z, h = bh % p.q_heads;
-    const int m = blockIdx.y * 16 + threadIdx.y, c = blockIdx.x * 16 + threadIdx.x;
-    if (heads[3 * h] != HEAD_BS || m >= p.rows || c >= m) return;
-    const int d = p.head_dim;
-    const float* qm = q_pool + ((size_t)bh * p.rows + m) * d;
-    const float* kc = k_pool + ((size_t)bh * p.rows + c) * d;
-    float s = 0.f;
-    for (int t = 0; t < d; ++t) s += qm[t] * kc[t];
-    scores[((size_t)bh * p.rows + m) * p.rows + c] = s;
+    const int m0 = blockIdx.y * SCORE_TILE, c0 = blockIdx.x * SCORE_TILE;
+    if (heads[3 * h] != HEAD_BS || c0 > m0) return;
+    const int d = p.head_dim, r = p.rows;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16; // outputs (ty + 16 i, tx + 16 j)
+    const float* qb = q_pool + (size_t)bh * r * d;
+    const float* kb = k_pool + (size_t)bh * r * d;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < d; k0 += SCORE_K) {
+        // Stage: thread t loads channel k0 + t % 32 of rows t / 32 + 8 i (coalesced).
+        __syncthreads();
+        const int kk = threadIdx.x % SCORE_K, c = k0 + kk;
+#pragma unroll
+        for (int i = 0; i < SCORE_TILE / 8; ++i) {
+            const int row = threadIdx.x / SCORE_K + 8 * i;
+            q_s[kk][row] = (m0 + row < r && c < d) ? qb[(size_t)(m0 + row) * d + c] : 0.f;
+            k_s[kk][row] = (c0 + row < r && c < d) ? kb[(size_t)(c0 + row) * d + c] : 0.f;
+        }
+        __syncthreads();
+        // Multiply: rank-1 updates over the staged channels.
+#pragma unroll 8
+        for (int t = 0; t < SCORE_K; ++t) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = q_s[t][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) b[j] = k_s[t][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+    }
+    // Store the causal part (c < m < R).
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int c = c0 + tx + 16 * j;
+            if (m < r && c < m) scores[((size_t)bh * r + m) * r + c] = acc[i][j];
+        }
+    }
 }
 
 // Per (head, row block): the selection (block_index) and its chunks (block_offset).

@@ -79,23 +79,49 @@ __device__ void vs_stats(const IndexParams p, const int* heads, const typename T
     }
 }
 
-// Pass 2: fold the tiles' partial stats into each row's max and sum.
-extern "C" __global__ void vs_combine(const IndexParams p, const int* heads, const float* part_max,
-                                      const float* part_sum,
-                                      float* row_max,   // [B, Hq, LAST_Q]
-                                      float* row_sum) { // [B, Hq, LAST_Q]
-    const int bh = blockIdx.x, h = bh % p.q_heads, r = threadIdx.x;
-    if (heads[3 * h] != HEAD_VS || r >= LAST_Q) return;
+// Pass 2: fold the tiles' partial stats into each row's max and sum. One CTA per
+// (head, COMBINE_ROWS estimate rows); its threads split the tiles (reads coalesced over the
+// rows of a tile), then fold their partials in shared memory: first the max, then the sum.
+#define COMBINE_ROWS 8
+#define COMBINE_LANES 32 // tile lanes per row: blockDim.x = COMBINE_ROWS * COMBINE_LANES
+extern "C" __global__ void __launch_bounds__(COMBINE_ROWS * COMBINE_LANES)
+    vs_combine(const IndexParams p, const int* heads,
+               const float* __restrict__ part_max, // [B, Hq, stat_tiles, LAST_Q]
+               const float* __restrict__ part_sum, // [B, Hq, stat_tiles, LAST_Q]
+               float* row_max,                     // [B, Hq, LAST_Q]
+               float* row_sum) {                   // [B, Hq, LAST_Q]
+    __shared__ float red[COMBINE_LANES][COMBINE_ROWS];
+    __shared__ float s_max[COMBINE_ROWS];
+    const int bh = blockIdx.x, h = bh % p.q_heads;
+    if (heads[3 * h] != HEAD_VS) return;
+    const int lr = threadIdx.x % COMBINE_ROWS, lane = threadIdx.x / COMBINE_ROWS;
+    const int r = blockIdx.y * COMBINE_ROWS + lr;
+    const float* pm = part_max + (size_t)bh * p.stat_tiles * LAST_Q + r;
+    const float* ps = part_sum + (size_t)bh * p.stat_tiles * LAST_Q + r;
+    // Step 1: the row's max over every tile.
     float m = NEG_INF;
-    for (int t = 0; t < p.stat_tiles; ++t)
-        m = fmaxf(m, part_max[((size_t)bh * p.stat_tiles + t) * LAST_Q + r]);
-    float s = 0.f;
-    for (int t = 0; t < p.stat_tiles; ++t) {
-        const size_t at = ((size_t)bh * p.stat_tiles + t) * LAST_Q + r;
-        if (part_max[at] != NEG_INF) s += part_sum[at] * exp2f(part_max[at] - m);
+    for (int t = lane; t < p.stat_tiles; t += COMBINE_LANES) m = fmaxf(m, pm[(size_t)t * LAST_Q]);
+    red[lane][lr] = m;
+    __syncthreads();
+    if (lane == 0) {
+        for (int l = 1; l < COMBINE_LANES; ++l) m = fmaxf(m, red[l][lr]);
+        s_max[lr] = m;
     }
-    row_max[(size_t)bh * LAST_Q + r] = m;
-    row_sum[(size_t)bh * LAST_Q + r] = s;
+    __syncthreads();
+    m = s_max[lr];
+    // Step 2: the tiles' sums rescaled to that max.
+    float s = 0.f;
+    for (int t = lane; t < p.stat_tiles; t += COMBINE_LANES) {
+        const float tm = pm[(size_t)t * LAST_Q];
+        if (tm != NEG_INF) s += ps[(size_t)t * LAST_Q] * exp2f(tm - m);
+    }
+    red[lane][lr] = s;
+    __syncthreads();
+    if (lane == 0) {
+        for (int l = 1; l < COMBINE_LANES; ++l) s += red[l][lr];
+        row_max[(size_t)bh * LAST_Q + r] = m;
+        row_sum[(size_t)bh * LAST_Q + r] = s;
+    }
 }
 
 // Pass 3: probabilities; column sums (one thread per column) and diagonal sums (atomics).
@@ -142,25 +168,50 @@ extern "C" __global__ void __launch_bounds__(1024) vs_select(const IndexParams p
                    slash_index + (size_t)bh * p.ns);
 }
 
-// Step 2 and 3 of the conversion: merge ascending range ends, write each closed range as
-// its 64-column chunk starts (bounded by the row's width).
-struct ChunkWriter {
-    int* bo;
-    int width;
-    int count;
-    bool open;
-    long long rs, re;
-    __device__ void flush() {
-        for (long long s = rs; s < re; s += BLOCK)
-            if (count < width) bo[count++] = (int)s;
+// One row block's conversion, written as it is built: ranges merged from ascending range
+// ends (step 2), each closed range stored as its 64-column chunk starts (step 3, bounded by
+// the row's width), and the selected columns below the row block that fall in no range
+// emitted between ranges (step 4; columns ascending, duplicates dropped).
+struct RowWriter {
+    int* bo;                    // [NNZ_S] chunk starts
+    int* ci;                    // [NNZ_V] single columns
+    int width_s, width_v;       // NNZ_S, NNZ_V
+    const int* __restrict__ vi; // [nv_h] selected columns, ascending (-1 padding)
+    int nv_h;
+    long long start_m;          // first row of the block: columns >= it are never single
+    int count = 0, cc = 0, cp = 0, last = -1;
+    bool open = false;
+    long long rs = 0, re = 0;
+
+    // Step 4 below `limit`: columns not covered by a range, ascending, deduplicated.
+    __device__ void columns_below(long long limit) {
+        for (; cp < nv_h; ++cp) {
+            const int c = __ldg(vi + cp);
+            if (c >= limit) break;
+            if (c < 0 || c >= start_m || c == last) continue;
+            if (cc < width_v) ci[cc++] = c;
+            last = c;
+        }
     }
+    // Skip the columns a range [.., limit) covers.
+    __device__ void skip_below(long long limit) {
+        while (cp < nv_h && __ldg(vi + cp) < limit) ++cp;
+    }
+    // Step 3 for the open range, then the columns up to its end.
+    __device__ void close_range() {
+        columns_below(rs);
+        for (long long s = rs; s < re; s += BLOCK)
+            if (count < width_s) bo[count++] = (int)s;
+        skip_below(re);
+    }
+    // Step 2: ends arrive ascending.
     __device__ void push_end(long long e) {
         if (!open) {
             rs = e - BLOCK;
             re = e;
             open = true;
         } else if (e > re + BLOCK) {
-            flush();
+            close_range();
             rs = e - BLOCK;
             re = e;
         } else if (e > re) {
@@ -169,48 +220,63 @@ struct ChunkWriter {
     }
 };
 
+#define CONVERT_THREADS 64  // row blocks per CTA (one thread each)
+#define CONVERT_STAGE 2048  // offsets staged in shared memory at a time
+
 // One thread per row block: merge the selected diagonals into 64-column chunks and keep
-// the selected columns outside them (MInference's convert_vertical_slash_indexes).
-extern "C" __global__ void vs_convert(const IndexParams p, const int* heads,
-                                      const int* vertical_index, const int* slash_index,
-                                      int* block_count,   // [B, Hq, R]
-                                      int* block_offset,  // [B, Hq, R, NNZ_S]
-                                      int* column_count,  // [B, Hq, R]
-                                      int* column_index) { // [B, Hq, R, NNZ_V]
+// the selected columns outside them (MInference's convert_vertical_slash_indexes). Every
+// thread walks the head's offsets from the largest down in lockstep, so they are staged
+// through shared memory (broadcast reads); the columns are read through the read-only cache.
+extern "C" __global__ void __launch_bounds__(CONVERT_THREADS)
+    vs_convert(const IndexParams p, const int* heads,
+               const int* __restrict__ vertical_index, // [B, Hq, nv]
+               const int* __restrict__ slash_index,    // [B, Hq, ns]
+               int* block_count,                        // [B, Hq, R]
+               int* block_offset,                       // [B, Hq, R, NNZ_S]
+               int* column_count,                       // [B, Hq, R]
+               int* column_index) {                     // [B, Hq, R, NNZ_V]
+    __shared__ int stage[CONVERT_STAGE];
     const int bh = blockIdx.y, h = bh % p.q_heads;
-    const int m = blockIdx.x * blockDim.x + threadIdx.x;
-    if (heads[3 * h] != HEAD_VS || m >= p.rows) return;
+    if (heads[3 * h] != HEAD_VS) return;
+    const int m = blockIdx.x * CONVERT_THREADS + threadIdx.x;
+    const bool live = m < p.rows;
     const int nv_h = heads[3 * h + 1], ns_h = heads[3 * h + 2];
-    const int* vi = vertical_index + (size_t)bh * p.nv;
     const int* si = slash_index + (size_t)bh * p.ns;
-    const size_t row = (size_t)bh * p.rows + m;
-    int* bo = block_offset + row * p.nnz_s;
-    int* ci = column_index + row * p.nnz_v;
+    const size_t row = (size_t)bh * p.rows + (live ? m : 0);
     const long long start_m = (long long)m * BLOCK, end_m = start_m + BLOCK;
-    ChunkWriter w{bo, p.nnz_s, 0, false, 0, 0};
+    RowWriter w{block_offset + row * p.nnz_s, column_index + row * p.nnz_v, p.nnz_s, p.nnz_v,
+                vertical_index + (size_t)bh * p.nv, nv_h, start_m};
     // Offsets ascending -> ends ascending when walked backwards; offset 0 (always selected)
-    // has the largest end and comes last.
-    for (int t = ns_h - 1; t >= 0; --t) {
-        const long long o = si[t];
-        if (o < 0 || o >= end_m) continue;
-        w.push_end(max(end_m - o, (long long)BLOCK));
+    // has the largest end and comes last. Offsets at or past the CTA's last row end are
+    // skipped by every thread.
+    const long long cta_end = min((long long)(blockIdx.x + 1) * CONVERT_THREADS, (long long)p.rows) * BLOCK;
+    int top = ns_h;
+    {
+        int lo = 0, hi = ns_h; // first t with si[t] >= cta_end (ascending; -1 padding sorts low)
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (si[mid] >= cta_end) hi = mid; else lo = mid + 1;
+        }
+        top = lo;
     }
+    for (int hi = top; hi > 0; hi -= CONVERT_STAGE) {
+        const int lo = max(hi - CONVERT_STAGE, 0);
+        __syncthreads();
+        for (int t = lo + threadIdx.x; t < hi; t += CONVERT_THREADS) stage[t - lo] = si[t];
+        __syncthreads();
+        if (!live) continue;
+        for (int t = hi - 1; t >= lo; --t) {
+            const long long o = stage[t - lo];
+            if (o < 0 || o >= end_m) continue;
+            w.push_end(max(end_m - o, (long long)BLOCK));
+        }
+    }
+    if (!live) return;
     w.push_end(end_m);
-    w.flush();
-    const int count = w.count;
-    block_count[row] = count;
-    // Columns before the row block and in no chunk (chunks ascending and disjoint).
-    int cc = 0, at = 0, last = -1;
-    for (int t = 0; t < nv_h; ++t) {
-        const int c = vi[t];
-        if (c < 0 || c >= start_m) continue;
-        while (at < count && bo[at] + BLOCK <= c) ++at;
-        if (at < count && bo[at] <= c) continue;
-        if (c == last) continue;
-        if (cc < p.nnz_v) ci[cc++] = c;
-        last = c;
-    }
-    column_count[row] = cc;
+    w.close_range();
+    w.columns_below(start_m);
+    block_count[row] = w.count;
+    column_count[row] = w.cc;
 }
 
 #define VS_ENTRIES(SUFFIX, T)                                                                   \

@@ -92,6 +92,13 @@ const STAT_COLS: usize = 256;
 const VS_MMA_KEYS: usize = 64;
 /// Threads of a top-k selection CTA.
 const SELECT_THREADS: u32 = 1024;
+/// Estimate rows folded per `vs_combine` CTA (`COMBINE_ROWS`), and its threads.
+const COMBINE_ROWS: usize = 8;
+const COMBINE_THREADS: u32 = (COMBINE_ROWS * 32) as u32;
+/// Row blocks per `vs_convert` CTA, one thread each (`CONVERT_THREADS`).
+const CONVERT_THREADS: usize = 64;
+/// Output tile edge of `bs_scores` (`SCORE_TILE`; 256 threads of 4 x 4 outputs).
+const SCORE_TILE: usize = 64;
 /// Head dims the kernels are written for.
 const HEAD_DIMS: [usize; 2] = [64, 128];
 /// Grid y and z limit of CUDA.
@@ -720,11 +727,12 @@ impl CudaBackend {
         .map_err(|e| dev_err(&stats, e))?;
         let f = self.function(Family::VerticalSlashIndex, "vs_combine")?;
         let cfg = LaunchConfig {
-            grid_dim: (bh as u32, 1, 1),
-            block_dim: (LAST_Q as u32, 1, 1),
+            grid_dim: (bh as u32, (LAST_Q / COMBINE_ROWS) as u32, 1),
+            block_dim: (COMBINE_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: part_* hold bh * tiles * 64 floats, row_* bh * 64; one thread per row.
+        // SAFETY: part_* hold bh * tiles * 64 floats, row_* bh * 64; CTA (bh, y) folds rows
+        // 8y..8y+8 < 64 over tiles < p.stat_tiles = tiles.
         unsafe {
             self.stream
                 .launch_builder(&f)
@@ -776,12 +784,13 @@ impl CudaBackend {
         .map_err(|e| dev_err("vs_select", e))?;
         let f = self.function(Family::VerticalSlashIndex, "vs_convert")?;
         let cfg = LaunchConfig {
-            grid_dim: (grid_1d(meta.rows, 128), bh as u32, 1),
-            block_dim: (128, 1, 1),
+            grid_dim: (grid_1d(meta.rows, CONVERT_THREADS), bh as u32, 1),
+            block_dim: (CONVERT_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: one thread per row block m < R; writes are bounded by NNZ_S / NNZ_V in
-        // the kernel; selections were just written ascending with -1 padding.
+        // SAFETY: one thread per row block m < R (threads past R only help stage); writes
+        // are bounded by NNZ_S / NNZ_V in the kernel; selections were just written ascending
+        // (the first ns_h / nv_h entries of each head's row are read).
         unsafe {
             self.stream
                 .launch_builder(&f)
@@ -840,11 +849,12 @@ impl CudaBackend {
         }
         let f = self.function(Family::BlockSparseIndex, "bs_scores")?;
         let cfg = LaunchConfig {
-            grid_dim: (grid_1d(r, 16), grid_1d(r, 16), bh as u32),
-            block_dim: (16, 16, 1),
+            grid_dim: (grid_1d(r, SCORE_TILE), grid_1d(r, SCORE_TILE), bh as u32),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: writes scores[bh, m, c] for c < m < R into bh * R * R floats.
+        // SAFETY: reads rows < R and channels < D of the pooled [bh, R, D] buffers; writes
+        // scores[bh, m, c] for c < m < R into bh * R * R floats.
         unsafe {
             self.stream
                 .launch_builder(&f)
