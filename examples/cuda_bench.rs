@@ -19,19 +19,72 @@ fn main() {
 #[cfg(feature = "cuda")]
 mod bench {
     use minference::bench::{index_pairs, window_pairs};
-    use minference::cuda_backend::{CudaBackend, MmaTiling};
+    use minference::cuda_backend::{CudaBackend, MmaTiling, WGMMA_WINDOW_ROWS};
     use minference::generate::{structured_qkv, HeadKind};
     use minference::{AttnShape, Backend, DType, DeviceTensor, HostTensor, Pattern};
     use std::time::Instant;
 
-    /// Tensor-core kernel configurations timed for dense and A-shape heads:
-    /// (m16 tiles per warp, 128-row CTAs, description).
-    const CONFIGS: [(usize, usize, &str); 4] = [
-        (64, 1, "64-row CTAs, 4 warps x 16 rows"),
-        (64, 2, "64-row CTAs, 2 warps x 32 rows"),
-        (128, 1, "128-row CTAs, 8 warps x 16 rows"),
-        (128, 2, "128-row CTAs, 4 warps x 32 rows (default)"),
+    /// Tensor-core kernel configurations timed for dense and A-shape heads: the mma.sync
+    /// kernel's tilings (CTA rows, m16 tiles per warp) and, on sm_90, the wgmma kernel's
+    /// CTA rows.
+    #[derive(Clone, Copy)]
+    enum Kernel {
+        Mma(usize, usize),
+        Wgmma(usize),
+    }
+
+    const CONFIGS: [(Kernel, &str); 6] = [
+        (
+            Kernel::Mma(64, 1),
+            "mma.sync, 64-row CTAs, 4 warps x 16 rows",
+        ),
+        (
+            Kernel::Mma(64, 2),
+            "mma.sync, 64-row CTAs, 2 warps x 32 rows",
+        ),
+        (
+            Kernel::Mma(128, 1),
+            "mma.sync, 128-row CTAs, 8 warps x 16 rows",
+        ),
+        (
+            Kernel::Mma(128, 2),
+            "mma.sync, 128-row CTAs, 4 warps x 32 rows",
+        ),
+        (Kernel::Wgmma(64), "wgmma, 64-row CTAs, 1 warpgroup"),
+        (Kernel::Wgmma(128), "wgmma, 128-row CTAs, 2 warpgroups"),
     ];
+
+    /// The configurations this device runs.
+    fn configs(b: &CudaBackend) -> impl Iterator<Item = (Kernel, &'static str)> + '_ {
+        CONFIGS
+            .into_iter()
+            .filter(|(k, _)| b.has_wgmma() || matches!(k, Kernel::Mma(..)))
+    }
+
+    /// Select `k` for dense and A-shape heads, or (`sparse`) for sparse heads (64-row CTAs).
+    fn select(b: &CudaBackend, k: Kernel, sparse: bool) -> minference::Result<()> {
+        match k {
+            Kernel::Mma(block_m, warp_mt) => {
+                b.set_wgmma(None)?;
+                if sparse {
+                    b.set_sparse_tiling(MmaTiling {
+                        block_m: 64,
+                        warp_mt,
+                    })
+                } else {
+                    b.set_window_tiling(MmaTiling { block_m, warp_mt })
+                }
+            }
+            Kernel::Wgmma(rows) => b.set_wgmma(Some(rows)),
+        }
+    }
+
+    /// Back to the backend's defaults.
+    fn reset(b: &CudaBackend) -> minference::Result<()> {
+        b.set_window_tiling(MmaTiling::WINDOW_DEFAULT)?;
+        b.set_sparse_tiling(MmaTiling::SPARSE_DEFAULT)?;
+        b.set_wgmma(b.has_wgmma().then_some(WGMMA_WINDOW_ROWS))
+    }
 
     const WARMUP: usize = 2;
     const REPEATS: usize = 7;
@@ -102,8 +155,8 @@ mod bench {
         let shape = AttnShape::new(1, h, h, n, d)?;
         let [q, k, v] = qkv(&b, &shape, dt)?;
         let mut out = b.empty(&shape.q_dims(), dt)?;
-        for (block_m, warp_mt, note) in CONFIGS {
-            b.set_window_tiling(MmaTiling { block_m, warp_mt })?;
+        for (kernel, note) in configs(&b) {
+            select(&b, kernel, false)?;
             let ms = median_ms(&b, || b.dense_attention(&q, &k, &v, &mut out))?;
             row(
                 "dense causal bf16 D=128",
@@ -115,7 +168,7 @@ mod bench {
                 note,
             );
         }
-        b.set_window_tiling(MmaTiling::WINDOW_DEFAULT)?;
+        reset(&b)?;
         drop((q, k, v, out));
         if dense_only {
             return Ok(());
@@ -129,18 +182,35 @@ mod bench {
         let (sink, local) = (1024, 4096);
         let windows = vec![Some((sink, local)); h];
         let pairs = window_pairs(&shape, &Pattern::AShape { sink, local });
-        for (block_m, warp_mt, note) in CONFIGS {
-            b.set_window_tiling(MmaTiling { block_m, warp_mt })?;
+        for (kernel, note) in configs(&b) {
+            select(&b, kernel, false)?;
             let ms = median_ms(&b, || b.a_shape_attention(&q, &k, &v, &windows, &mut out))?;
             row("A-shape 1024+4096 bf16 D=128", h, n, ms, pairs, d, note);
         }
-        b.set_window_tiling(MmaTiling::WINDOW_DEFAULT)?;
+        reset(&b)?;
         // Block-sparse top-100, index included.
         let pats = vec![Pattern::BlockSparse { top_k: 100 }; h];
         let ms_ix = median_ms(&b, || b.build_index(&q, &k, &pats).map(|_| ()))?;
         let ix = b.build_index(&q, &k, &pats)?;
-        let ms_att = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
         let pairs = index_pairs(&b.download_index(&ix)?);
+        let mut ms_att = f64::INFINITY;
+        for (kernel, note) in
+            configs(&b).filter(|(k, _)| matches!(k, Kernel::Mma(64, 1) | Kernel::Wgmma(64)))
+        {
+            select(&b, kernel, true)?;
+            let ms = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
+            ms_att = ms_att.min(ms);
+            row(
+                "block-sparse top-100 attention only",
+                h,
+                n,
+                ms,
+                pairs,
+                d,
+                note,
+            );
+        }
+        reset(&b)?;
         row(
             "block-sparse top-100 incl. index",
             h,
@@ -148,16 +218,7 @@ mod bench {
             ms_ix + ms_att,
             pairs,
             d,
-            &format!("index {ms_ix:.3} ms + attention {ms_att:.3} ms"),
-        );
-        row(
-            "block-sparse top-100 attention only",
-            h,
-            n,
-            ms_att,
-            pairs,
-            d,
-            "",
+            &format!("index {ms_ix:.3} ms + attention {ms_att:.3} ms (fastest kernel)"),
         );
         drop(ix);
         drop((q, k, v));
@@ -177,11 +238,10 @@ mod bench {
         let ix = b.build_index(&q, &k, &pats)?;
         let pairs = index_pairs(&b.download_index(&ix)?);
         let mut ms_att = f64::INFINITY;
-        for warp_mt in [1, 2] {
-            b.set_sparse_tiling(MmaTiling {
-                block_m: 64,
-                warp_mt,
-            })?;
+        for (kernel, note) in
+            configs(&b).filter(|(k, _)| !matches!(k, Kernel::Mma(128, _) | Kernel::Wgmma(128)))
+        {
+            select(&b, kernel, true)?;
             let ms = median_ms(&b, || b.sparse_attention(&q, &k, &v, &ix, &mut out))?;
             ms_att = ms_att.min(ms);
             row(
@@ -191,10 +251,10 @@ mod bench {
                 ms,
                 pairs,
                 d,
-                &format!("64-row CTAs, {} warps x {} rows", 4 / warp_mt, 16 * warp_mt),
+                note,
             );
         }
-        b.set_sparse_tiling(MmaTiling::SPARSE_DEFAULT)?;
+        reset(&b)?;
         row(
             "vertical-slash 1000/6096 incl. index (structured)",
             h,

@@ -6,121 +6,8 @@
 // index's chunks, and its single columns gathered 64 at a time into dense tiles. K and V
 // tiles are staged through shared memory with cp.async; V(t)'s copy overlaps Q.K(t)^T and
 // K(t+1)'s overlaps P.V(t). Q stays in shared memory (dynamic: 3 x [64, D + 8] halfs).
-// Uses AttnParams and MODE_* from attention.cu and the helpers of mma_common.cuh (same
-// module).
-
-#define BLOCK_M 64
-#define BLOCK_N 64
-
-// One key tile: 64 consecutive keys from `start`, or (gather) up to 64 listed columns.
-struct Tile {
-    int start;
-    const int* cols; // non-null: gathered columns cols[0..count)
-    int count;
-    bool full;       // no key of the tile needs masking for any row of the block
-};
-
-// "Which key tiles does row block m visit": the policy lives here, not in the core.
-struct TileIter {
-    int mode, m, bm, n, sink, local; // bm: rows of the CTA (64, or 128 for dense/A-shape)
-    int cc, bc;
-    const int* cols;
-    const int* offsets;
-    int t;
-
-    __device__ bool next(Tile& tile) {
-        const int start_m = m * bm, end_m = min(start_m + bm, n);
-        if (mode == MODE_SPARSE) {
-            const int gathers = (cc + BLOCK_N - 1) / BLOCK_N;
-            if (t < gathers) {
-                tile.start = 0;
-                tile.cols = cols + t * BLOCK_N;
-                tile.count = min(BLOCK_N, cc - t * BLOCK_N);
-                tile.full = tile.count == BLOCK_N; // columns precede the row block
-                ++t;
-                return true;
-            }
-            if (t < gathers + bc) {
-                tile.start = offsets[t - gathers];
-                tile.cols = nullptr;
-                tile.count = BLOCK_N;
-                tile.full = tile.start + BLOCK_N - 1 <= start_m && tile.start + BLOCK_N <= n;
-                ++t;
-                return true;
-            }
-            return false;
-        }
-        // Dense and A-shape: aligned tiles s = 64t up to the one holding the last row.
-        for (;;) {
-            const int s = t * BLOCK_N;
-            if (s > end_m - 1) return false;
-            ++t;
-            tile.start = s;
-            tile.cols = nullptr;
-            tile.count = BLOCK_N;
-            const int e = s + BLOCK_N - 1; // last key of the tile
-            if (mode == MODE_DENSE) {
-                tile.full = e <= start_m && e < n;
-                return true;
-            }
-            // A-shape: key j is seen by row i iff j <= i and (j < sink or i - j < local).
-            const bool any_sink = s < sink;
-            const bool any_local = e > start_m - local; // some row i >= start_m has i - e < local
-            if (!any_sink && !any_local) continue;
-            const bool all_sink = e < sink;
-            const bool all_local = (end_m - 1) - s < local;
-            tile.full = e <= start_m && e < n && (all_sink || all_local);
-            return true;
-        }
-    }
-};
-
-// load_kv_tile: the tile's 64 key rows of K or V into shared rows of D + SMEM_PAD halfs
-// (`dst`: the tile's shared-window address); rows of missing keys (padding, >= N) are
-// zero-filled. NT threads, each copying fixed 16-byte chunks: row r0 + pass * NT / CHUNKS,
-// chunk tid % CHUNKS. Contiguous tiles wholly below N take the unchecked path.
-template <int D, int NT>
-__device__ __forceinline__ void load_kv_rows(u32 dst, const u16* src, const Tile& tile, int n) {
-    constexpr int CHUNKS = D / 8;            // 16-byte chunks per row
-    constexpr int ROWS_PER_PASS = NT / CHUNKS;
-    constexpr int PASSES = BLOCK_N / ROWS_PER_PASS;
-    static_assert(NT % CHUNKS == 0 && BLOCK_N % ROWS_PER_PASS == 0, "thread layout");
-    const int ch = threadIdx.x % CHUNKS, r0 = threadIdx.x / CHUNKS;
-    const u32 at = dst + (u32)(r0 * (D + SMEM_PAD) + ch * 8) * 2;
-    constexpr u32 PASS_BYTES = ROWS_PER_PASS * (D + SMEM_PAD) * 2;
-    if (!tile.cols) {
-        const u16* from = src + (size_t)(tile.start + r0) * D + ch * 8;
-        if (tile.start + BLOCK_N <= n) {
-#pragma unroll
-            for (int pass = 0; pass < PASSES; ++pass)
-                cp_async16_at(at + pass * PASS_BYTES, from + (size_t)pass * ROWS_PER_PASS * D);
-        } else {
-#pragma unroll
-            for (int pass = 0; pass < PASSES; ++pass) {
-                const bool ok = tile.start + r0 + pass * ROWS_PER_PASS < n;
-                cp_async16_at(at + pass * PASS_BYTES,
-                              ok ? from + (size_t)pass * ROWS_PER_PASS * D : src, ok);
-            }
-        }
-    } else {
-#pragma unroll
-        for (int pass = 0; pass < PASSES; ++pass) {
-            const int r = r0 + pass * ROWS_PER_PASS;
-            const int key = r < tile.count ? tile.cols[r] : -1;
-            const bool ok = key >= 0 && key < n;
-            cp_async16_at(at + pass * PASS_BYTES, src + (size_t)(ok ? key : 0) * D + ch * 8, ok);
-        }
-    }
-}
-
-// The tile's key of every column (-1: none), for apply_mask.
-__device__ __forceinline__ void load_keys(const Tile& tile, int n, int* keys_s) {
-    if (threadIdx.x < BLOCK_N) {
-        const int t = threadIdx.x;
-        const int key = tile.cols ? (t < tile.count ? tile.cols[t] : -1) : tile.start + t;
-        keys_s[t] = key < n ? key : -1;
-    }
-}
+// Uses AttnParams and MODE_* from attention.cu, mma_common.cuh and the tile walk and softmax
+// steps of attention_tiles.cuh (same module).
 
 // WARP_MT: m16 tiles per warp (each K/V fragment feeds WARP_MT MMAs); BM / (16 WARP_MT) warps.
 // BM: query rows per CTA, BLOCK_M (one index row block) or 128 (dense and A-shape only: each
@@ -190,27 +77,10 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         row_m[mt][0] = row_m[mt][1] = NEG_INF;
         row_l[mt][0] = row_l[mt][1] = 0.f;
     }
-    const int g = lane >> 2, cq = (lane & 3) * 2;
+    const int g = lane >> 2;
 
-    TileIter it;
-    it.mode = p.mode;
-    it.m = m;
-    it.bm = BM;
-    it.n = n;
-    it.sink = sink;
-    it.local = local;
-    it.t = 0;
-    it.cc = 0;
-    it.bc = 0;
-    it.cols = nullptr;
-    it.offsets = nullptr;
-    if (p.mode == MODE_SPARSE) {
-        const size_t row = (size_t)bh * p.rows + m;
-        it.cc = column_count[row];
-        it.bc = block_count[row];
-        it.cols = column_index + row * p.nnz_v;
-        it.offsets = block_offset + row * p.nnz_s;
-    }
+    TileIter it = make_tile_iter(p, bh, m, BM, sink, local, block_count, block_offset, column_count,
+                                 column_index);
     // Software pipeline: V(t) streams in while S(t) is computed, K(t+1) while P(t).V(t) is.
     Tile tile, next_tile;
     bool have = it.next(tile);
@@ -253,68 +123,13 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         // the row, or outside an A-shape window score -inf.
         if (!tile.full) {
 #pragma unroll
-            for (int mt = 0; mt < WARP_MT; ++mt) {
-                const int i0 = start_m + warp_row + mt * 16 + g;
-#pragma unroll
-                for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int key = keys_s[nb * 8 + cq + (e & 1)];
-                        const int i = i0 + (e >> 1) * 8;
-                        bool ok = key >= 0 && key <= i;
-                        if (p.mode == MODE_A_SHAPE) ok = ok && (key < sink || i - key < local);
-                        if (!ok) s[mt][nb][e] = NEG_INF;
-                    }
-                }
-            }
+            for (int mt = 0; mt < WARP_MT; ++mt)
+                mask_m16(s[mt], keys_s, start_m + warp_row + mt * 16 + g, p.mode, sink, local);
         }
         // online_softmax (exp2; softmax scale * LOG2E folded into scale_log2).
         u32 pf[WARP_MT][NB / 2][4]; // P as A fragments of the P.V product
 #pragma unroll
-        for (int mt = 0; mt < WARP_MT; ++mt) {
-            float tile_max[2] = {NEG_INF, NEG_INF};
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-                tile_max[0] = fmaxf(tile_max[0], fmaxf(s[mt][nb][0], s[mt][nb][1]));
-                tile_max[1] = fmaxf(tile_max[1], fmaxf(s[mt][nb][2], s[mt][nb][3]));
-            }
-            float m_use[2], corr[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-                tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-                // Row maxima stay in raw q.k units; scale_log2 is applied inside each
-                // exponent with one FMA: 2^(s * scale_log2 - m * scale_log2).
-                const float m_new = fmaxf(row_m[mt][r], tile_max[r]);
-                m_use[r] = m_new == NEG_INF ? 0.f : m_new * p.scale_log2;
-                corr[r] = fast_exp2(row_m[mt][r] * p.scale_log2 - m_use[r]);
-                row_m[mt][r] = m_new;
-                row_l[mt][r] *= corr[r];
-            }
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-                const float sc = p.scale_log2;
-                const float p0 = fast_exp2(fmaf(s[mt][nb][0], sc, -m_use[0]));
-                const float p1 = fast_exp2(fmaf(s[mt][nb][1], sc, -m_use[0]));
-                const float p2 = fast_exp2(fmaf(s[mt][nb][2], sc, -m_use[1]));
-                const float p3 = fast_exp2(fmaf(s[mt][nb][3], sc, -m_use[1]));
-                row_l[mt][0] += p0 + p1;
-                row_l[mt][1] += p2 + p3;
-                pf[mt][nb >> 1][(nb & 1) * 2 + 0] = Mma<T>::pack(p0, p1);
-                pf[mt][nb >> 1][(nb & 1) * 2 + 1] = Mma<T>::pack(p2, p3);
-            }
-            // rescale_o: skipped (warp-uniformly) when no row of the warp's m16 tile got a
-            // new maximum, the common case once a row has seen its large scores.
-            if (__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) {
-#pragma unroll
-                for (int db = 0; db < DB; ++db) {
-                    o[mt][db][0] *= corr[0];
-                    o[mt][db][1] *= corr[0];
-                    o[mt][db][2] *= corr[1];
-                    o[mt][db][3] *= corr[1];
-                }
-            }
-        }
+        for (int mt = 0; mt < WARP_MT; ++mt) softmax_m16<T>(s[mt], row_m[mt], row_l[mt], o[mt], pf[mt], p.scale_log2);
         // accumulate_pv: O += P V, with K(t+1) in flight.
         cp_async_wait<0>(); // V(t) is in; every warp is done with k_s and keys_s
         __syncthreads();
@@ -341,28 +156,10 @@ __device__ void attention_mma(const AttnParams p, const u16* __restrict__ q,
         have = have_next;
     }
 
-    // store_o: normalise by the row sums (reduced over the 4 lanes of a row).
+    // store_o: normalise by the row sums.
     u16* oh = out + (size_t)bh * n * D;
 #pragma unroll
-    for (int mt = 0; mt < WARP_MT; ++mt) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            row_l[mt][r] += __shfl_xor_sync(0xffffffffu, row_l[mt][r], 1);
-            row_l[mt][r] += __shfl_xor_sync(0xffffffffu, row_l[mt][r], 2);
-        }
-        const float inv0 = row_l[mt][0] > 0.f ? 1.f / row_l[mt][0] : 0.f;
-        const float inv1 = row_l[mt][1] > 0.f ? 1.f / row_l[mt][1] : 0.f;
-        const int i0 = start_m + warp_row + mt * 16 + g, i1 = i0 + 8;
-#pragma unroll
-        for (int db = 0; db < DB; ++db) {
-            if (i0 < n)
-                *(u32*)&oh[(size_t)i0 * D + db * 8 + cq] =
-                    Mma<T>::pack(o[mt][db][0] * inv0, o[mt][db][1] * inv0);
-            if (i1 < n)
-                *(u32*)&oh[(size_t)i1 * D + db * 8 + cq] =
-                    Mma<T>::pack(o[mt][db][2] * inv1, o[mt][db][3] * inv1);
-        }
-    }
+    for (int mt = 0; mt < WARP_MT; ++mt) store_m16<T>(oh, o[mt], row_l[mt], start_m + warp_row + mt * 16 + g, n);
 }
 
 #define ATTENTION_MMA_ENTRY(NAME, T, D, MT, BM)                                                 \

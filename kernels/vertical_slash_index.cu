@@ -178,13 +178,13 @@ struct RowWriter {
     int width_s, width_v;       // NNZ_S, NNZ_V
     const int* __restrict__ vi; // [nv_h] selected columns, ascending (-1 padding)
     int nv_h;
-    long long start_m;          // first row of the block: columns >= it are never single
+    int start_m;                // first row of the block: columns >= it are never single
     int count = 0, cc = 0, cp = 0, last = -1;
     bool open = false;
-    long long rs = 0, re = 0;
+    int rs = 0, re = 0;
 
     // Step 4 below `limit`: columns not covered by a range, ascending, deduplicated.
-    __device__ void columns_below(long long limit) {
+    __device__ void columns_below(int limit) {
         for (; cp < nv_h; ++cp) {
             const int c = __ldg(vi + cp);
             if (c >= limit) break;
@@ -194,18 +194,18 @@ struct RowWriter {
         }
     }
     // Skip the columns a range [.., limit) covers.
-    __device__ void skip_below(long long limit) {
+    __device__ void skip_below(int limit) {
         while (cp < nv_h && __ldg(vi + cp) < limit) ++cp;
     }
     // Step 3 for the open range, then the columns up to its end.
     __device__ void close_range() {
         columns_below(rs);
-        for (long long s = rs; s < re; s += BLOCK)
-            if (count < width_s) bo[count++] = (int)s;
+        for (int s = rs; s < re; s += BLOCK)
+            if (count < width_s) bo[count++] = s;
         skip_below(re);
     }
     // Step 2: ends arrive ascending.
-    __device__ void push_end(long long e) {
+    __device__ void push_end(int e) {
         if (!open) {
             rs = e - BLOCK;
             re = e;
@@ -243,13 +243,13 @@ extern "C" __global__ void __launch_bounds__(CONVERT_THREADS)
     const int nv_h = heads[3 * h + 1], ns_h = heads[3 * h + 2];
     const int* si = slash_index + (size_t)bh * p.ns;
     const size_t row = (size_t)bh * p.rows + (live ? m : 0);
-    const long long start_m = (long long)m * BLOCK, end_m = start_m + BLOCK;
+    const int start_m = m * BLOCK, end_m = start_m + BLOCK;
     RowWriter w{block_offset + row * p.nnz_s, column_index + row * p.nnz_v, p.nnz_s, p.nnz_v,
                 vertical_index + (size_t)bh * p.nv, nv_h, start_m};
     // Offsets ascending -> ends ascending when walked backwards; offset 0 (always selected)
     // has the largest end and comes last. Offsets at or past the CTA's last row end are
     // skipped by every thread.
-    const long long cta_end = min((long long)(blockIdx.x + 1) * CONVERT_THREADS, (long long)p.rows) * BLOCK;
+    const int cta_end = min((int)(blockIdx.x + 1) * CONVERT_THREADS, p.rows) * BLOCK;
     int top = ns_h;
     {
         int lo = 0, hi = ns_h; // first t with si[t] >= cta_end (ascending; -1 padding sorts low)
@@ -266,9 +266,9 @@ extern "C" __global__ void __launch_bounds__(CONVERT_THREADS)
         __syncthreads();
         if (!live) continue;
         for (int t = hi - 1; t >= lo; --t) {
-            const long long o = stage[t - lo];
+            const int o = stage[t - lo];
             if (o < 0 || o >= end_m) continue;
-            w.push_end(max(end_m - o, (long long)BLOCK));
+            w.push_end(max(end_m - o, BLOCK));
         }
     }
     if (!live) return;

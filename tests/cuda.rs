@@ -48,18 +48,30 @@ fn nvrtc_or_skip() -> bool {
     false
 }
 
-/// Every kernel family compiles with NVRTC for sm_80 and sm_90 (needs only libnvrtc: CI
-/// fetches NVIDIA's NVRTC wheel and sets `MINFERENCE_REQUIRE_NVRTC=1`).
+/// Every kernel family compiles with NVRTC for its target on sm_80 and sm_90 devices (the
+/// wgmma family for sm_90a only; needs only libnvrtc: CI fetches NVIDIA's NVRTC wheel and sets
+/// `MINFERENCE_REQUIRE_NVRTC=1`).
 #[test]
 fn every_family_compiles_for_sm80_and_sm90() {
     if !nvrtc_or_skip() {
         return;
     }
+    let mut compiled = 0;
     for arch in ["sm_80", "sm_90"] {
         for f in Family::ALL {
-            compile_family(f, arch).unwrap_or_else(|e| panic!("{e}"));
+            if let Some(target) = f.target(arch) {
+                compile_family(f, target).unwrap_or_else(|e| panic!("{e}"));
+                compiled += 1;
+            }
         }
     }
+    assert_eq!(
+        compiled,
+        2 * Family::ALL.len() - 1,
+        "wgmma runs on sm_90 only"
+    );
+    assert_eq!(Family::AttentionWgmma.target("sm_90"), Some("sm_90a"));
+    assert_eq!(Family::AttentionWgmma.target("sm_80"), None);
 }
 
 /// Writes every family's PTX for sm_90 into $MINFERENCE_DUMP_PTX (for `ptxas -v` on a GPU box).
@@ -70,7 +82,8 @@ fn dump_ptx() {
         return;
     };
     for f in Family::ALL {
-        let ptx = compile_family(f, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+        let target = f.target("sm_90").expect("every family runs on sm_90");
+        let ptx = compile_family(f, target).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(format!("{dir}/{f:?}.ptx"), ptx.to_src()).expect("ptx written");
     }
 }
@@ -100,11 +113,13 @@ mod scalar {
     crate::backend_suite!(scalar_or_skip!());
 }
 
-/// The generic suite on the CUDA backend with the tensor-core kernel tiled as `window` for
-/// dense and A-shape heads and `sparse` for sparse heads.
+/// The generic suite on the CUDA backend with the mma.sync tensor-core kernel (also on sm_90,
+/// where wgmma is the default) tiled as `window` for dense and A-shape heads and `sparse` for
+/// sparse heads.
 fn tiled(window: MmaTiling, sparse: MmaTiling) -> Option<Box<dyn minference::Backend>> {
     cuda().map(|_| {
         let b = CudaBackend::new().expect("opened a moment ago");
+        b.set_wgmma(None).expect("turning wgmma off always works");
         b.set_window_tiling(window).expect("a supported tiling");
         b.set_sparse_tiling(sparse).expect("a supported tiling");
         Box::new(b) as Box<dyn minference::Backend>
@@ -139,10 +154,49 @@ macro_rules! tiling_suite {
     };
 }
 
-// Every tiling the kernel is instantiated for (the default pair runs as the main suite).
+// Every tiling the mma.sync kernel is instantiated for.
+tiling_suite!(mma_default, (128, 2), 1);
 tiling_suite!(rows64_warp16_sparse_warp32, (64, 1), 2);
 tiling_suite!(rows64_warp32, (64, 2), 1);
 tiling_suite!(rows128_warp16, (128, 1), 1);
+
+/// The wgmma kernel with 128-row CTAs for dense and A-shape heads (the main suite runs the
+/// default rows); a loud SKIPPED on devices other than sm_90.
+mod wgmma_rows128 {
+    use super::common;
+    use std::io::Write;
+    fn wgmma() -> Option<Box<dyn minference::Backend>> {
+        super::cuda()?;
+        let b = super::CudaBackend::new().expect("opened a moment ago");
+        if !b.has_wgmma() {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no wgmma on this device");
+            return None;
+        }
+        b.set_wgmma(Some(128)).expect("sm_90 runs wgmma");
+        Some(Box::new(b))
+    }
+    macro_rules! wgmma_or_skip {
+        () => {
+            match wgmma() {
+                Some(b) => b,
+                None => return,
+            }
+        };
+    }
+    crate::backend_suite!(wgmma_or_skip!());
+}
+
+/// `set_wgmma` checks its argument: rows other than 64 or 128 are an error naming the value,
+/// and so is asking for wgmma on a device without it.
+#[test]
+fn set_wgmma_rejects_bad_rows_and_devices_without_it() {
+    let Some(_) = cuda() else { return };
+    let b = CudaBackend::new().expect("opened a moment ago");
+    let e = b.set_wgmma(Some(96)).expect_err("96 rows").to_string();
+    assert!(e.contains("96"), "{e}");
+    b.set_wgmma(None).expect("off always works");
+    assert_eq!(b.set_wgmma(Some(64)).is_ok(), b.has_wgmma());
+}
 
 /// The on-disk PTX cache: a second compile is read back (same PTX), and an entry whose key
 /// does not match (an edited kernel) is compiled afresh and replaced.

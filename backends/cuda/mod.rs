@@ -27,7 +27,9 @@ const COMMON: &str = include_str!("../../kernels/common.cuh");
 const INDEX_COMMON: &str = include_str!("../../kernels/index_common.cuh");
 const ATTENTION: &str = include_str!("../../kernels/attention.cu");
 const MMA_COMMON: &str = include_str!("../../kernels/mma_common.cuh");
+const ATTENTION_TILES: &str = include_str!("../../kernels/attention_tiles.cuh");
 const ATTENTION_MMA: &str = include_str!("../../kernels/attention_mma.cu");
+const ATTENTION_WGMMA: &str = include_str!("../../kernels/attention_wgmma.cu");
 const VERTICAL_SLASH_INDEX: &str = include_str!("../../kernels/vertical_slash_index.cu");
 const BLOCK_SPARSE_INDEX: &str = include_str!("../../kernels/block_sparse_index.cu");
 
@@ -86,6 +88,13 @@ impl MmaTiling {
 fn mma_smem_bytes(block_m: usize, head_dim: usize) -> u32 {
     ((block_m + 2 * BLOCK) * (head_dim + 8) * 2) as u32
 }
+/// Dynamic shared memory of the wgmma kernel: q [block_m, D], k and v [64, D] halfs in the
+/// swizzled layout, plus 1 KiB to align them to 1024 bytes.
+fn wgmma_smem_bytes(block_m: usize, head_dim: usize) -> u32 {
+    ((block_m + 2 * BLOCK) * head_dim * 2 + 1024) as u32
+}
+/// Default query rows per wgmma CTA for dense and A-shape heads.
+pub const WGMMA_WINDOW_ROWS: usize = 64;
 /// Key columns per CTA in the scalar vertical-slash estimate (`STAT_COLS` in the kernel).
 const STAT_COLS: usize = 256;
 /// Key columns per CTA in the tensor-core vertical-slash estimate (`VS_MMA_KEYS`).
@@ -109,8 +118,11 @@ const MAX_GRID_YZ: usize = 65535;
 pub enum Family {
     /// `kernels/attention.cu`: the scalar attention kernel (f32, and the fallback).
     Attention,
-    /// `kernels/attention_mma.cu`: the tensor-core attention kernel (f16, bf16).
+    /// `kernels/attention_mma.cu`: the tensor-core attention kernel (f16, bf16; sm_80+).
     AttentionMma,
+    /// `kernels/attention_wgmma.cu`: the Hopper warpgroup tensor-core attention kernel
+    /// (f16, bf16; sm_90a only).
+    AttentionWgmma,
     /// `kernels/vertical_slash_index.cu`.
     VerticalSlashIndex,
     /// `kernels/block_sparse_index.cu`.
@@ -122,7 +134,12 @@ impl Family {
     pub fn source(self) -> String {
         match self {
             Family::Attention => format!("{COMMON}\n{ATTENTION}"),
-            Family::AttentionMma => format!("{COMMON}\n{ATTENTION}\n{MMA_COMMON}\n{ATTENTION_MMA}"),
+            Family::AttentionMma => {
+                format!("{COMMON}\n{ATTENTION}\n{MMA_COMMON}\n{ATTENTION_TILES}\n{ATTENTION_MMA}")
+            }
+            Family::AttentionWgmma => {
+                format!("{COMMON}\n{ATTENTION}\n{MMA_COMMON}\n{ATTENTION_TILES}\n{ATTENTION_WGMMA}")
+            }
             Family::VerticalSlashIndex => {
                 format!("{COMMON}\n{INDEX_COMMON}\n{MMA_COMMON}\n{VERTICAL_SLASH_INDEX}")
             }
@@ -133,14 +150,24 @@ impl Family {
         match self {
             Family::Attention => "attention",
             Family::AttentionMma => "attention_mma",
+            Family::AttentionWgmma => "attention_wgmma",
             Family::VerticalSlashIndex => "vertical_slash_index",
             Family::BlockSparseIndex => "block_sparse_index",
         }
     }
+    /// The NVRTC target of this family on a device of `arch` (e.g. `sm_90`), or `None` where
+    /// the family does not run there (wgmma needs exactly sm_90, compiled as `sm_90a`).
+    pub fn target(self, arch: &'static str) -> Option<&'static str> {
+        match self {
+            Family::AttentionWgmma => (arch == "sm_90").then_some("sm_90a"),
+            _ => Some(arch),
+        }
+    }
     /// Every family.
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Attention,
         Family::AttentionMma,
+        Family::AttentionWgmma,
         Family::VerticalSlashIndex,
         Family::BlockSparseIndex,
     ];
@@ -319,6 +346,7 @@ pub struct CudaBackend {
     scalar_only: AtomicBool,
     window_tiling: Mutex<MmaTiling>,
     sparse_tiling: Mutex<MmaTiling>,
+    wgmma_rows: Mutex<Option<usize>>,
 }
 
 /// A settings lock; a panic while holding it leaves a usable value (plain `Copy` data).
@@ -396,6 +424,11 @@ impl CudaBackend {
             scalar_only: AtomicBool::new(false),
             window_tiling: Mutex::new(MmaTiling::WINDOW_DEFAULT),
             sparse_tiling: Mutex::new(MmaTiling::SPARSE_DEFAULT),
+            wgmma_rows: Mutex::new(
+                Family::AttentionWgmma
+                    .target(arch)
+                    .map(|_| WGMMA_WINDOW_ROWS),
+            ),
         })
     }
 
@@ -419,6 +452,31 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// True if this device runs the Hopper wgmma kernel (sm_90).
+    pub fn has_wgmma(&self) -> bool {
+        Family::AttentionWgmma.target(self.arch).is_some()
+    }
+
+    /// The f16/bf16 attention kernel on sm_90: `Some(rows)` runs the wgmma kernel with `rows`
+    /// (64 or 128) query rows per CTA for dense and A-shape heads (sparse heads: 64), `None`
+    /// the mma.sync kernel with its tilings. Default on sm_90: `Some(WGMMA_WINDOW_ROWS)`;
+    /// elsewhere `None`, and asking for wgmma is an error.
+    pub fn set_wgmma(&self, rows: Option<usize>) -> Result<()> {
+        if let Some(r) = rows {
+            if !matches!(r, 64 | 128) {
+                return Err(invalid("wgmma rows", format!("{r}: want 64 or 128")));
+            }
+            if !self.has_wgmma() {
+                return Err(Error::Unsupported {
+                    backend: NAME,
+                    what: format!("the wgmma kernel on {} (it needs sm_90)", self.arch),
+                });
+            }
+        }
+        *lock(&self.wgmma_rows) = rows;
+        Ok(())
+    }
+
     /// The kernel `name` of `family`, compiling and loading the family on first use.
     fn function(&self, family: Family, name: &str) -> Result<CudaFunction> {
         let module = {
@@ -429,7 +487,10 @@ impl CudaBackend {
             match map.get(&family) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile_family_cached(family, self.arch, ptx_cache_dir().as_deref())?;
+                    let target = family.target(self.arch).ok_or_else(|| {
+                        dev_err(family.name(), format!("does not run on {}", self.arch))
+                    })?;
+                    let ptx = compile_family_cached(family, target, ptx_cache_dir().as_deref())?;
                     let m = self
                         .ctx
                         .load_module(ptx)
@@ -563,7 +624,28 @@ impl CudaBackend {
         } else {
             *lock(&self.window_tiling)
         };
-        let (family, name, cfg) = if mma {
+        let wgmma_rows = if mma { *lock(&self.wgmma_rows) } else { None };
+        let (family, name, cfg) = if let Some(rows) = wgmma_rows {
+            let block_m = if mode == MODE_SPARSE { BLOCK_M } else { rows };
+            (
+                Family::AttentionWgmma,
+                format!(
+                    "attention_wgmma_{}_d{}{}",
+                    dtype_suffix(q.dtype()),
+                    shape.head_dim,
+                    if block_m == 128 { "_bm128" } else { "" }
+                ),
+                LaunchConfig {
+                    grid_dim: (
+                        grid_1d(shape.seq_len, block_m),
+                        (shape.batch * shape.q_heads) as u32,
+                        1,
+                    ),
+                    block_dim: ((2 * block_m) as u32, 1, 1),
+                    shared_mem_bytes: wgmma_smem_bytes(block_m, shape.head_dim),
+                },
+            )
+        } else if mma {
             (
                 Family::AttentionMma,
                 format!(
@@ -599,7 +681,7 @@ impl CudaBackend {
         };
         let f = self.function(family, &name)?;
         if mma {
-            // Above 48 KiB (D = 128) dynamic shared memory must be opted into.
+            // Both tensor-core kernels: above 48 KiB dynamic shared memory must be opted into.
             f.set_attribute(
                 cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 cfg.shared_mem_bytes as i32,
@@ -610,10 +692,11 @@ impl CudaBackend {
         let ob = &mut out.storage_mut::<CudaBuf>(NAME, "out")?.0;
         // SAFETY: check_qkv proved q/out are [B, Hq, N, D] and k/v [B, Hkv, N, D] of one dtype
         // (the buffers hold exactly those bytes); D is 64 or 128 (info().head_dims): the
-        // scalar kernel's D/32 <= 4 slots per lane fit, and the tensor-core kernel is
-        // instantiated for exactly that D and block_m (its dynamic shared memory,
-        // mma_smem_bytes, is [block_m + 128, D + 8] halfs, opted into above; block_m = 128
-        // only in dense/A-shape modes, which read no index rows). Rows i >= N are
+        // scalar kernel's D/32 <= 4 slots per lane fit, and the tensor-core kernels are
+        // instantiated for exactly that D and block_m (their dynamic shared memory,
+        // mma_smem_bytes: [block_m + 128, D + 8] halfs, wgmma_smem_bytes: [block_m + 128, D]
+        // halfs + 1 KiB of alignment slack, opted into above; the wgmma family exists only
+        // on sm_90; block_m = 128 only in dense/A-shape modes, which read no index rows). Rows i >= N are
         // neither read (zero-filled) nor written; keys >= N are zero-filled and masked;
         // grid.y = B*Hq, grid.x = cdiv(N, rows per CTA). `windows`
         // and `uses_index` hold Hq pairs/entries; in sparse mode the index was built or
