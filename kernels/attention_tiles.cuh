@@ -62,7 +62,13 @@ struct TileIter {
             // A-shape: key j is seen by row i iff j <= i and (j < sink or i - j < local).
             const bool any_sink = s < sink;
             const bool any_local = e > start_m - local; // some row i >= start_m has i - e < local
-            if (!any_sink && !any_local) continue;
+            if (!any_sink && !any_local) {
+                // Past the sink and before the window: jump to the first tile that can hold
+                // a window key (tiles before (start_m - local) / 64 end at or before it).
+                const int first_local = (start_m - local) / BLOCK_N; // > 0 here
+                if (first_local > t) t = first_local;
+                continue;
+            }
             const bool all_sink = e < sink;
             const bool all_local = (end_m - 1) - s < local;
             tile.full = e <= start_m && e < n && (all_sink || all_local);

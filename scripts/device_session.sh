@@ -65,6 +65,19 @@ ncu)
       | gzip > "$OUT/prof_$kern.source.csv.gz"
     rm -f "$OUT/prof_$kern.ncu-rep"
   done ;;
+ncuconvert)
+  # Nsight Compute (full set, SASS source counters) of one index kernel (NCU_INDEX_KERNEL,
+  # default vs_convert) on the ncuindex capture.
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu); kern=${NCU_INDEX_KERNEL:-vs_convert}
+  mkdir -p /tmp/cmp; cap=/tmp/cmp/capture.safetensors
+  [ -f $cap ] || $D/minference gen-capture --heads ${CMP_H:-4} --kv-heads ${CMP_H:-4} --seq-len ${CMP_N:-131072} \
+    --kinds vertical-slash --dtype bf16 --output $cap > /dev/null
+  timeout 200 "$NCU" --clock-control none --set full --import-source no -k "regex:^$kern\$" -c 1 -o "$OUT/prof_$kern" -f \
+    $D/minference run --input $cap --pattern vertical-slash:1000,6096 --backend cuda --output /tmp/ncu_o.st > /dev/null 2>&1
+  echo "ncu $kern exit $?"
+  "$NCU" -i "$OUT/prof_$kern.ncu-rep" --page details > "$OUT/prof_$kern.details.txt" 2>&1
+  "$NCU" -i "$OUT/prof_$kern.ncu-rep" --page source --csv --print-source sass 2>/dev/null | gzip > "$OUT/prof_$kern.source.csv.gz"
+  rm -f "$OUT/prof_$kern.ncu-rep" ;;
 compare)
   echo "== torch comparison (SDPA, FlexAttention on our index)"
   mkdir -p /tmp/cmp && PYTHONUNBUFFERED=1 timeout 420 python3 scripts/compare_torch.py "$PWD/$D/minference" /tmp/cmp \
