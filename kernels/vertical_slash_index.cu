@@ -204,19 +204,18 @@ struct RowWriter {
             if (count < width_s) bo[count++] = s;
         skip_below(re);
     }
-    // Step 2: ends arrive ascending.
-    __device__ void push_end(int e) {
-        if (!open) {
-            rs = e - BLOCK;
-            re = e;
-            open = true;
-        } else if (e > re + BLOCK) {
-            close_range();
-            rs = e - BLOCK;
-            re = e;
-        } else if (e > re) {
-            re += BLOCK;
-        }
+    // Step 2: ends arrive ascending. Only a range break branches (rare); extending is a select.
+    __device__ __forceinline__ void push_end(int e) {
+        const bool brk = open && e > re + BLOCK;
+        if (brk) close_range();
+        const bool fresh = !open || brk;
+        re = fresh ? e : (e > re ? re + BLOCK : re);
+        rs = fresh ? e - BLOCK : rs;
+        open = true;
+    }
+    // Step 1 for one selected offset of row block [end_m - BLOCK, end_m).
+    __device__ __forceinline__ void push_offset(int o, int end_m) {
+        if (o >= 0 && o < end_m) push_end(max(end_m - o, BLOCK));
     }
 };
 
@@ -265,11 +264,17 @@ extern "C" __global__ void __launch_bounds__(CONVERT_THREADS)
         for (int t = lo + threadIdx.x; t < hi; t += CONVERT_THREADS) stage[t - lo] = si[t];
         __syncthreads();
         if (!live) continue;
-        for (int t = hi - 1; t >= lo; --t) {
-            const int o = stage[t - lo];
-            if (o < 0 || o >= end_m) continue;
-            w.push_end(max(end_m - o, BLOCK));
+        // Four offsets per step, loaded together: the walk's chain is the merge, not the loads.
+        const int* st = stage - lo;
+        int t = hi - 1;
+        for (; t - 3 >= lo; t -= 4) {
+            const int o0 = st[t], o1 = st[t - 1], o2 = st[t - 2], o3 = st[t - 3];
+            w.push_offset(o0, end_m);
+            w.push_offset(o1, end_m);
+            w.push_offset(o2, end_m);
+            w.push_offset(o3, end_m);
         }
+        for (; t >= lo; --t) w.push_offset(st[t], end_m);
     }
     if (!live) return;
     w.push_end(end_m);
