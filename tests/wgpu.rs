@@ -129,7 +129,8 @@ fn buffers_over_the_binding_limit_are_errors() {
 /// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
 /// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
 /// TFLOP/s count useful work (4 D per attended pair). `MINFERENCE_WGPU_VARIANT` picks the variant.
-/// `MINFERENCE_BENCH_N` picks the lengths (comma-separated; default 4096,16384).
+/// `MINFERENCE_BENCH_N` picks the lengths (comma-separated; default 4096,16384),
+/// `MINFERENCE_BENCH_H` the number of heads (default 8; issue #7's target shape is H = 32).
 #[test]
 #[ignore]
 fn bench_dense_vs_sparse() {
@@ -142,7 +143,11 @@ fn bench_dense_vs_sparse() {
         .split(',')
         .filter_map(|x| x.trim().parse().ok())
         .collect();
-    let (h, d) = (8, 128);
+    let h: usize = std::env::var("MINFERENCE_BENCH_H")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let d = 128;
     for n in ns {
         let shape = AttnShape::new(1, h, h, n, d).unwrap();
         let (q, k, v) = minference::generate::random_qkv(1, h, h, n, d, DType::F16, 1).unwrap();
@@ -186,7 +191,7 @@ fn bench_dense_vs_sparse() {
             let pairs = minference::bench::index_pairs(&b.download_index(&ix).unwrap());
             let sparse_tflops = 4.0 * d as f64 * pairs as f64 / (sparse * 1e-3) / 1e12;
             eprintln!(
-                "wgpu/f16/N={n}: dense {dense:.2} ms ({dense_tflops:.2} TFLOP/s) | {pat}: index {build:.2} ms + sparse {sparse:.2} ms ({sparse_tflops:.2} TFLOP/s) = {:.2} ms, speedup {:.2}x",
+                "wgpu/f16/H={h}/N={n}: dense {dense:.2} ms ({dense_tflops:.2} TFLOP/s) | {pat}: index {build:.2} ms + sparse {sparse:.2} ms ({sparse_tflops:.2} TFLOP/s) = {:.2} ms, speedup {:.2}x",
                 build + sparse,
                 dense / (build + sparse)
             );
