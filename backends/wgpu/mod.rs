@@ -1180,6 +1180,8 @@ impl Backend for WgpuBackend {
 }
 
 const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
+// The 48 KiB of workgroup memory Vulkan gives on NVIDIA.
+const _: () = assert!(COOP_WORKGROUP_BYTES <= 48 * 1024);
 
 #[cfg(test)]
 mod tests {
