@@ -16,7 +16,10 @@
 //   per workgroup;
 // - `matmul_shared_4sg`: A and B chunks of BK = 32 staged in workgroup memory (padded rows),
 //   then coopLoad from there; 64 x 64 per workgroup of 4 subgroups (32 x 32 each);
-// - `matmul_shared_8sg`: the same with 8 subgroups (256 invocations), 128 x 64 per workgroup.
+// - `matmul_shared_8sg`: the same with 8 subgroups (256 invocations), 128 x 64 per workgroup;
+// - `matmul_shared_4sg_rt`: `matmul_shared_4sg` with the workgroup-memory strides of coopLoad
+//   unknown to the compiler (equal at run time, taken from `arrayLength`), as in the first coop
+//   attention kernel, which passed `params.head_dim`.
 enable f16;
 enable wgpu_cooperative_matrix;
 // Matrix ops must run in subgroup-uniform control flow; every branch and loop bound below
@@ -178,11 +181,16 @@ fn stage_chunk(lid: u32, threads: u32, row0: u32, rows: u32, col0: u32, kk: u32)
 /// One subgroup's 32 x 32 block from the staged chunk: rows [r, r + 32) of a_tile, columns
 /// [cc, cc + 32) of b_tile, BK / 16 steps.
 fn mma_staged_2x2(r: u32, cc: u32, acc: ptr<function, array<Acc, 4>>) {
+    mma_staged_2x2_strides(r, cc, A_ROW4, B_ROW4, acc);
+}
+
+/// `mma_staged_2x2` with the staged rows' strides (in vec4<f16>) as arguments.
+fn mma_staged_2x2_strides(r: u32, cc: u32, sa: u32, sb: u32, acc: ptr<function, array<Acc, 4>>) {
     for (var s = 0u; s < BK; s += TILE) {
-        let a0 = coopLoadT<MatA>(&a_tile[r * A_ROW4 + s / 4u], A_ROW4);
-        let a1 = coopLoadT<MatA>(&a_tile[(r + TILE) * A_ROW4 + s / 4u], A_ROW4);
-        let b0 = coopLoadT<MatB>(&b_tile[s * B_ROW4 + cc / 4u], B_ROW4);
-        let b1 = coopLoadT<MatB>(&b_tile[s * B_ROW4 + (cc + TILE) / 4u], B_ROW4);
+        let a0 = coopLoadT<MatA>(&a_tile[r * sa + s / 4u], sa);
+        let a1 = coopLoadT<MatA>(&a_tile[(r + TILE) * sa + s / 4u], sa);
+        let b0 = coopLoadT<MatB>(&b_tile[s * sb + cc / 4u], sb);
+        let b1 = coopLoadT<MatB>(&b_tile[s * sb + (cc + TILE) / 4u], sb);
         (*acc)[0] = coopMultiplyAdd(a0, b0, (*acc)[0]);
         (*acc)[1] = coopMultiplyAdd(a0, b1, (*acc)[1]);
         (*acc)[2] = coopMultiplyAdd(a1, b0, (*acc)[2]);
@@ -233,6 +241,30 @@ fn matmul_shared_8sg(
         stage_chunk(lid, 256u, row0, 128u, col0, kk);
         workgroupBarrier();
         mma_staged_2x2(r, cc, &acc);
+    }
+    store_2x2(acc, row0 + r, col0 + cc);
+}
+
+@compute @workgroup_size(128)
+fn matmul_shared_4sg_rt(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    // A_ROW4 and B_ROW4 at run time: c always has DIM * DIM / 4 > 0 elements.
+    let unknown = arrayLength(&c) == 0u;
+    let sa = select(A_ROW4, 1u, unknown);
+    let sb = select(B_ROW4, 1u, unknown);
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 32u;
+    var acc: array<Acc, 4>;
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        stage_chunk(lid, 128u, row0, 64u, col0, kk);
+        workgroupBarrier();
+        mma_staged_2x2_strides(r, cc, sa, sb, &acc);
     }
     store_2x2(acc, row0 + r, col0 + cc);
 }

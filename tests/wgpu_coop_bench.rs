@@ -26,7 +26,7 @@ struct Kernel {
     what: &'static str,
 }
 
-const KERNELS: [Kernel; 6] = [
+const KERNELS: [Kernel; 7] = [
     Kernel {
         entry: "matmul_direct_1x1",
         block: (32, 32),
@@ -56,6 +56,11 @@ const KERNELS: [Kernel; 6] = [
         entry: "matmul_shared_8sg",
         block: (128, 64),
         what: "(c) A/B chunks staged in workgroup memory, 32x32 per subgroup, 8 subgroups",
+    },
+    Kernel {
+        entry: "matmul_shared_4sg_rt",
+        block: (64, 64),
+        what: "(c') as matmul_shared_4sg, coopLoad strides unknown at compile time",
     },
 ];
 
