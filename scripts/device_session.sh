@@ -2,7 +2,8 @@
 # One call on the GPU machine for kernel work: the CUDA and wgpu test suites (every kernel
 # variant, failures are fatal there), `check` per wgpu variant, the CUDA bench over kernel
 # configs, a wgpu timing table, compute-sanitizer memcheck/racecheck on the CUDA check run,
-# ncu profiles and the torch comparison.
+# ncu profiles, the torch comparison and the cooperative-matrix matmul microbenchmark
+# (PARTS=coopbench).
 # Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
 # `.gl` carried: `bash scripts/device_session.sh` (PARTS picks sections; logs to $OUT; at most
 # 8 files come back, so logs are few).
@@ -12,10 +13,10 @@ if [ "${1:-}" = "--pack" ]; then
   set -e
   cargo build --release --features cuda
   cargo build --release --features cuda --example cuda_bench
-  cargo test --release --features cuda --no-run --test cuda --test wgpu 2>&1 | tail -3
+  cargo test --release --features cuda --no-run --test cuda --test wgpu --test wgpu_coop_bench 2>&1 | tail -3
   rm -rf .devbin && mkdir -p .devbin
   cp target/release/minference target/release/examples/cuda_bench .devbin/
-  for t in cuda wgpu; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
+  for t in cuda wgpu wgpu_coop_bench; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
   strip .devbin/*
   echo "built from $(pwd) at $(git rev-parse --short HEAD)" > .devbin/BUILT
   du -sh .devbin
@@ -47,10 +48,15 @@ check)
   echo "== check cuda"; timeout 200 $D/minference check --backend cuda 2>&1 | tail -2 ;;
 bench)
   echo "== cuda bench"; timeout 300 $D/cuda_bench 2>&1 ;;
+coopbench)
+  # Ceiling of cooperative-matrix matmul through naga + the Vulkan driver (tests/wgpu_coop_bench.rs).
+  echo "== coop matmul microbenchmark"
+  timeout 200 $D/wgpu_coop_bench-test --ignored coop_matmul_throughput --nocapture 2>&1 \
+    | grep -vE "^(running|test result|$)" ;;
 wgpubench)
   for v in ${BENCH_VARIANTS:-tiled coop}; do
     echo "== wgpu $v bench"
-    MINFERENCE_WGPU_VARIANT=$v MINFERENCE_BENCH_N=${WGPU_N:-4096,16384,65536} timeout 300 \
+    MINFERENCE_WGPU_VARIANT=$v MINFERENCE_BENCH_N=${WGPU_N:-4096,16384,65536} MINFERENCE_BENCH_H=${WGPU_H:-8} timeout 300 \
       $D/wgpu-test --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|device"
   done ;;
 ncu)

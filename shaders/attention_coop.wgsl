@@ -1,27 +1,41 @@
 // The FlashAttention core of the cooperative-matrix variant (dense, A-shape and sparse).
-// This file comes first in each coop module: it carries the module's `enable` directives.
+// This file comes first in each coop module: it carries the module's `enable` directives and
+// its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
-// One workgroup owns BLOCK_M = 32 query rows of one (batch, query head): 64 invocations,
-// one or more subgroups. Q.K^T and P.V run on 16x16x16 cooperative matrices (f16 inputs,
-// f32 accumulation); the 16-row slices of the tile are dealt out to the subgroups
-// (`slice = subgroup_id; slice += num_subgroups`), so any subgroup size of 16..64 is correct.
-// Per key tile of BLOCK_N = 32 keys:
-//   barrier, load_kv_tile (K and V rows as f16), barrier,
-//   scores (S = Q.K^T per 16x16 block, coopStore to s_tile), barrier,
-//   online_softmax (invocation (r, key_half): mask, running max/sum of row r, P of its half of
-//     the keys as f16, its half of O's row r rescaled by the correction), barrier,
-//   accumulate_pv (O = coopLoad(o_tile) + P.V, coopStore back to o_tile).
-// O lives in workgroup memory as f32, so the per-row rescale is plain element-wise code and
-// the matrix units accumulate straight onto it (no P.V scratch, no register O).
-// Workgroup memory (D = 128): q 8 KiB + k 8 KiB + v 8 KiB + o 16 KiB + s 4 KiB + p 2 KiB
-// + zeros 1 KiB = 48128 bytes (`COOP_WORKGROUP_BYTES` in Rust), under the 48 KiB Vulkan gives on NVIDIA;
-// this is why BLOCK_M is 32 here (64 rows would need 32 KiB for O alone).
+// One workgroup of 128 invocations (4 subgroups of 32) owns BLOCK_M = 64 query rows of one
+// (batch, query head), the index's row block; subgroup `sg` owns rows [16 sg, 16 sg + 16).
+// Q (as 16x16 A fragments) and the unnormalised O (as 16x16 f32 accumulators, HEAD_DIM / 16
+// of them) stay in each subgroup's registers for the whole key walk. Per key tile of
+// BLOCK_N keys (`attend_tile`):
+//   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
+//   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
+//   memory), barrier, fetch_v (V rows into registers, in flight during the scores),
+//   scores (S = Q.K^T per 16x16 block, coopStore to s_tile), barrier, put_v (V over K),
+//   online_softmax (two invocations per row: mask, tile max, lazy max update, P as f16).
+// The P.V of the last tile runs in `finish_row_block`, before the store.
+// WGSL has no element access to cooperative matrices, so O cannot be rescaled per row in
+// registers. Rescaling is lazy instead (as FlashAttention-4 does): the max `m_used` that P is
+// computed against moves only when a score passes it by more than RESCALE_THRESHOLD (2^8 in
+// P, fine for f16 and the f32 sums); only then are O's rows scaled, through workgroup memory
+// (`rescale_o`), for the whole workgroup at once. On the first visible tile of a row O and l
+// are still 0 and nothing is scaled, so for typical data it is rare after the first tile.
+// Workgroup memory (HEAD_DIM = 128, BLOCK_N = 64): kv_tile 17408 (Q at the start, then K and
+// V of each tile in turn; rows padded by 8 halves) + s_tile 17408 (f32 scores, rows padded by
+// 4; also the scratch of the O rescale and store) + p_tile 9216 (f16 P, rows padded by 8)
+// + tile_keys 256 + row_stat 512 + rescale_flag 4 = 44804 bytes (`COOP_WORKGROUP_BYTES`),
+// under the 48 KiB Vulkan gives on NVIDIA. The paddings put the rows of a 16x16 fragment in
+// distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
+// HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
+// strides, loop bounds and the number of accumulators are compile-time for the driver.
 // Uniformity: coop ops must run in subgroup-uniform control flow and barriers in workgroup-
 // uniform control flow. WGSL's analysis treats every builtin (subgroup_id) and every storage
-// read (block_count, ...) as non-uniform, so it is turned off below; the loops are uniform by
-// construction: slice loops depend only on subgroup_id/num_subgroups, every other loop bound
-// and branch depends only on params, workgroup_id and index words read at the same address
-// by all invocations.
+// or atomic read (block_count, rescale_flag, ...) as non-uniform, so it is turned off below;
+// every branch and loop around a barrier or a coop op depends only on constants, params,
+// workgroup_id, subgroup_id and values that all invocations read at the same address after
+// a barrier.
+// Requires subgroups of exactly 32 invocations (checked by the backend): each of the 4
+// subgroups takes one 16-row slice. Everything outside the matrix steps maps work by
+// local_invocation_index alone and talks through workgroup memory.
 // Known wgpu caveat (gfx-rs/wgpu#8805): modules with cooperative matrices are emitted under
 // the Vulkan memory model without NonPrivatePointer/MakeAvailable/MakeVisible semantics, so the
 // workgroup-memory hand-offs across workgroupBarrier are formally private accesses; drivers
@@ -32,225 +46,423 @@ enable wgpu_cooperative_matrix;
 diagnostic(off, derivative_uniformity);
 
 // AttentionParams, `params` and `out`: attention_common.wgsl.
+@group(0) @binding(1) var<storage, read> q: array<vec4<f16>>; // [B, Hq, N, D]
+@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>; // [B, Hkv, N, D]
+@group(0) @binding(3) var<storage, read> v: array<vec4<f16>>; // [B, Hkv, N, D]
 
-/// Query rows per workgroup.
-const BLOCK_M: u32 = 32u;
-/// Keys per tile.
-const BLOCK_N: u32 = 32u;
+/// Head dim, 64 or 128 (pipeline constant).
+override HEAD_DIM: u32 = 128u;
+/// Keys per tile, 32 or 64 (pipeline constant).
+override BLOCK_N: u32 = 64u;
+/// Query rows per workgroup: 4 subgroups x 16 rows, one index row block.
+const BLOCK_M: u32 = 64u;
+const WORKGROUP_SIZE: u32 = 128u;
 /// Side of a cooperative matrix.
 const TILE: u32 = 16u;
-const ROW_SLICES: u32 = BLOCK_M / TILE;
-const KEY_SLICES: u32 = BLOCK_N / TILE;
-const WORKGROUP_SIZE: u32 = 64u;
-/// Invocations per query row in the softmax and the output store.
-const HALVES: u32 = WORKGROUP_SIZE / BLOCK_M;
 /// Start of the running max: finite, far below any base-2 score.
 const MASKED: f32 = -1.0e30;
-const_assert KEY_SLICES == 2u;
-const_assert HALVES == 2u;
+/// How far (base 2) a score may pass the max P is computed against before O is rescaled.
+const RESCALE_THRESHOLD: f32 = 8.0;
+/// vec4 elements of a head's row.
+override D4: u32 = HEAD_DIM / 4u;
+/// Padded rows (in array elements) of kv_tile (vec4<f16>), s_tile (vec4<f32>), p_tile
+/// (vec4<f16>).
+override KV_ROW4: u32 = HEAD_DIM / 4u + 2u;
+override S_ROW4: u32 = BLOCK_N / 4u + 1u;
+override P_ROW4: u32 = BLOCK_N / 4u + 2u;
+/// vec4<f16> elements of a tile's K (or V) rows that each invocation moves.
+override FETCH4: u32 = BLOCK_N * HEAD_DIM / 4u / WORKGROUP_SIZE;
+// Two invocations per query row in the softmax.
+const_assert WORKGROUP_SIZE == 2u * BLOCK_M;
 
-var<workgroup> q_tile: array<f16, BLOCK_M * MAX_HEAD_DIM>; // [BLOCK_M, D] row-major
-var<workgroup> k_tile: array<f16, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D] row-major
-var<workgroup> v_tile: array<f16, BLOCK_N * MAX_HEAD_DIM>; // [BLOCK_N, D] row-major
-var<workgroup> o_tile: array<f32, BLOCK_M * MAX_HEAD_DIM>; // [BLOCK_M, D] unnormalised O
-var<workgroup> s_tile: array<f32, BLOCK_M * BLOCK_N>;      // [BLOCK_M, BLOCK_N] raw scores
-var<workgroup> p_tile: array<f16, BLOCK_M * BLOCK_N>;      // [BLOCK_M, BLOCK_N] probabilities
-// [TILE, TILE] zeros: the scores' accumulators start from a load of it (a plain load, rather
-// than the zero-value constructor's OpConstantNull of a cooperative-matrix type).
-var<workgroup> zero_tile: array<f32, TILE * TILE>;
+var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
+var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;   // [BLOCK_M, BLOCK_N] raw scores
+var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;   // [BLOCK_M, BLOCK_N] P
+var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 4u>;    // [BLOCK_N] key of each slot, -1 none
+// [2, BLOCK_M]: the tile's O correction of each row (first half), at the end the two halves'
+// row sums.
+var<workgroup> row_stat: array<f32, 2u * BLOCK_M>;
+var<workgroup> rescale_flag: atomic<u32>; // some row of the tile needs O rescaled
 
 var<private> lid: u32;
-var<private> slice0: u32;      // this subgroup's first row slice
-var<private> slice_step: u32;  // number of subgroups
+var<private> sg: u32;          // subgroup: row slice [16 sg, 16 sg + 16)
 var<private> bh: u32;          // batch * Hq + head
 var<private> row0: u32;        // first query row of the workgroup
-var<private> local_row: u32;   // this invocation's row in the tile (softmax, store)
-var<private> key_half: u32;        // which half of the keys / of D this invocation handles
-var<private> row: u32;         // row0 + local_row
-var<private> row_valid: bool;  // row < N
-var<private> m_i: f32;         // running max of row `row` (both halves keep identical copies)
-var<private> l_i: f32;         // running sum of row `row`
-var<private> kv_base: u32;     // element offset of key 0 of this head's kv head
+var<private> q_base4: u32;     // vec4 offset of row 0 of this (b, h) in q (and out / 2)
+var<private> kv_base4: u32;    // vec4 offset of key 0 of this head's kv head
+var<private> srow: u32;        // the row this invocation runs the softmax of
+var<private> shalf: u32;       // which half of the tile's keys it turns into P
+var<private> m_used: f32;      // the max P of row `srow` is computed against (base 2)
+var<private> l_part: f32;      // running sum of this half's P of row `srow`
 var<private> window_sink: u32;
 var<private> window_local: u32;
+var<private> pending: bool;    // the last tile's P.V is still to be accumulated
+var<private> fetched: array<vec4<f16>, 16>; // FETCH4 <= 16 (D = 128, BLOCK_N = 64)
 // The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
-/// The two f16 elements of a packed word, element 2w (the low half) first; exact (f16 -> f32
-/// -> f16). naga has no width-changing bitcast to vec2<f16>.
-fn f16_pair(word: u32) -> vec2<f16> {
-    return vec2<f16>(unpack2x16float(word));
-}
-
-/// Set up the workgroup: stage Q rows [row0, row0 + BLOCK_M) as f16 (zero past N), clear O.
-fn load_q_tile(wid: vec3<u32>, local: u32, sg: u32, nsg: u32) {
+/// Set up the workgroup for row block `block` of (batch, head) `head`: stage Q (zeros past
+/// N), load the Q fragments, clear O and the softmax state.
+fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     lid = local;
-    slice0 = sg;
-    slice_step = max(nsg, 1u);
-    bh = wid.y;
-    row0 = wid.x * BLOCK_M;
-    local_row = local % BLOCK_M;
-    key_half = local / BLOCK_M;
+    sg = subgroup;
+    bh = head;
+    row0 = block * BLOCK_M;
     let n = params.seq_len;
-    let d = params.head_dim;
     let b = bh / params.q_heads;
     let h = bh % params.q_heads;
     let kvh = h / (params.q_heads / params.kv_heads);
-    kv_base = (b * params.kv_heads + kvh) * n * d;
-    row = row0 + local_row;
-    row_valid = row < n;
-    m_i = MASKED;
-    l_i = 0.0;
+    kv_base4 = (b * params.kv_heads + kvh) * n * D4;
+    q_base4 = bh * n * D4;
+    srow = lid % BLOCK_M;
+    shalf = lid / BLOCK_M;
+    m_used = MASKED;
+    l_part = 0.0;
     window_sink = n;
     window_local = n + 1u;
-    let half_d = d / 2u;
-    for (var w = lid; w < BLOCK_M * half_d; w += WORKGROUP_SIZE) {
-        let r = w / half_d;
-        let c = 2u * (w % half_d);
-        var pair = vec2<f16>(0.0h);
+    pending = false;
+    for (var i = lid; i < BLOCK_M * D4; i += WORKGROUP_SIZE) {
+        let r = i / D4;
+        var x = vec4<f16>(0.0h);
         if row0 + r < n {
-            pair = f16_pair(q[((bh * n + row0 + r) * d + c) >> 1u]);
+            x = q[q_base4 + (row0 + r) * D4 + i % D4];
         }
-        q_tile[r * d + c] = pair.x;
-        q_tile[r * d + c + 1u] = pair.y;
+        kv_tile[r * KV_ROW4 + i % D4] = x;
     }
-    for (var i = lid; i < BLOCK_M * d; i += WORKGROUP_SIZE) {
-        o_tile[i] = 0.0;
+    if lid == 0u {
+        atomicStore(&rescale_flag, 0u);
     }
-    for (var i = lid; i < TILE * TILE; i += WORKGROUP_SIZE) {
-        zero_tile[i] = 0.0;
-    }
+    workgroupBarrier();
+    load_q_fragments();
+    clear_o();
+    // kv_tile is next written after the first tile's first barrier.
 }
 
-fn visible(key: i32) -> bool {
-    if key < 0 || !row_valid {
-        return false;
+/// vec4 index in k / v of element `i` of the tile's rows (slot i / D4, column i % D4), or -1.
+fn kv_at(i: u32) -> i32 {
+    let key = tile_key(i / D4);
+    if key < 0 {
+        return -1;
     }
-    let j = u32(key);
-    return j <= row && (j < window_sink || row - j < window_local);
+    return i32(kv_base4 + u32(key) * D4 + i % D4);
 }
 
-/// Stage the tile's K and V rows as f16; slots without a key are zero.
-fn load_kv_tile() {
-    let d = params.head_dim;
-    let half_d = d / 2u;
-    for (var w = lid; w < BLOCK_N * half_d; w += WORKGROUP_SIZE) {
-        let s = w / half_d;
-        let c = 2u * (w % half_d);
-        let key = tile_key(s);
-        var kp = vec2<f16>(0.0h);
-        var vp = vec2<f16>(0.0h);
-        if key >= 0 {
-            let at = (kv_base + u32(key) * d + c) >> 1u;
-            kp = f16_pair(k[at]);
-            vp = f16_pair(v[at]);
+/// This invocation's elements of the tile's K rows, into registers (missing keys are 0).
+fn fetch_k() {
+    for (var j = 0u; j < FETCH4; j++) {
+        let at = kv_at(lid + j * WORKGROUP_SIZE);
+        var x = vec4<f16>(0.0h);
+        if at >= 0 {
+            x = k[at];
         }
-        k_tile[s * d + c] = kp.x;
-        k_tile[s * d + c + 1u] = kp.y;
-        v_tile[s * d + c] = vp.x;
-        v_tile[s * d + c + 1u] = vp.y;
+        fetched[j] = x;
     }
 }
 
-/// S = Q.K^T for this subgroup's row slices: 16x16 blocks summed over D in steps of 16.
-/// Q is read row-major (coopLoadT); K^T is K's row-major tile read column-major (coopLoad).
-fn scores() {
-    let d = params.head_dim;
-    for (var slice = slice0; slice < ROW_SLICES; slice += slice_step) {
-        for (var j = 0u; j < KEY_SLICES; j++) {
-            var acc = coopLoadT<coop_mat16x16<f32, C>>(&zero_tile[0], TILE);
-            for (var c = 0u; c < d; c += TILE) {
-                let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[slice * TILE * d + c], d);
-                let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[j * TILE * d + c], d);
-                acc = coopMultiplyAdd(a, b, acc);
-            }
-            coopStoreT(acc, &s_tile[slice * TILE * BLOCK_N + j * TILE], BLOCK_N);
+/// This invocation's elements of the tile's V rows, into registers (missing keys are 0).
+fn fetch_v() {
+    for (var j = 0u; j < FETCH4; j++) {
+        let at = kv_at(lid + j * WORKGROUP_SIZE);
+        var x = vec4<f16>(0.0h);
+        if at >= 0 {
+            x = v[at];
         }
+        fetched[j] = x;
     }
 }
 
-/// Mask and online softmax of row `local_row`: both halves compute the row's statistics
-/// (identically); each writes P for its key_half of the keys and rescales its half of O's row.
-/// A fully masked tile leaves m_i, l_i and O unchanged (correction 1, every p 0).
+/// The fetched rows into kv_tile (between barriers: nobody else reads kv_tile meanwhile).
+fn put_fetched() {
+    for (var j = 0u; j < FETCH4; j++) {
+        let i = lid + j * WORKGROUP_SIZE;
+        kv_tile[(i / D4) * KV_ROW4 + i % D4] = fetched[j];
+    }
+}
+
+/// K rows and the tile's keys into workgroup memory; the rescale flag starts clear.
+fn put_k() {
+    put_fetched();
+    if lid < BLOCK_N {
+        tile_keys[lid / 4u][lid % 4u] = tile_key(lid);
+    }
+    if lid == 0u {
+        atomicStore(&rescale_flag, 0u);
+    }
+}
+
+/// Which of `keys` row `row` sees: present, causal, inside the A-shape window, row < N.
+fn visible4(row: u32, keys: vec4<i32>) -> vec4<bool> {
+    let j = vec4<u32>(max(keys, vec4<i32>(0)));
+    let i = vec4<u32>(row);
+    let in_window = (j < vec4<u32>(window_sink)) | (i - j < vec4<u32>(window_local));
+    return (keys >= vec4<i32>(0)) & (j <= i) & in_window & vec4<bool>(row < params.seq_len);
+}
+
+fn max4(x: vec4<f32>) -> f32 {
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+/// exp2 that is exactly 0 below 2^-120 and never sees a huge negative argument.
+fn exp2_clamped(x: f32) -> f32 {
+    return select(0.0, exp2(max(x, -120.0)), x > -120.0);
+}
+
+fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
+}
+
+/// Online softmax of row `srow` with lazy rescaling. Both halves of the row compute the
+/// tile max over all the tile's keys (identically, so they agree on `m_used`); each turns its
+/// half of the keys into P (f16, to p_tile) and keeps its own part of the row sum. The first
+/// half publishes the row's O correction (1 when unchanged) and raises the rescale flag.
+/// No infinities are used (drivers may compile with fast math): masked scores are the finite
+/// MASKED and never reach exp2 unselected; a fully masked tile leaves the row unchanged.
 fn online_softmax() {
-    let d = params.head_dim;
-    var x: array<f32, BLOCK_N>;
+    let row = row0 + srow;
+    let at = srow * S_ROW4;
+    let scale = params.scale_log2;
     var tile_max = MASKED;
-    for (var s = 0u; s < BLOCK_N; s++) {
-        var xs = MASKED;
-        if visible(tile_key(s)) {
-            xs = s_tile[local_row * BLOCK_N + s] * params.scale_log2;
-        }
-        x[s] = xs;
-        tile_max = max(tile_max, xs);
+    for (var c = 0u; c < BLOCK_N / 4u; c++) {
+        let x = select(vec4<f32>(MASKED), s_tile[at + c] * scale, visible4(row, tile_keys[c]));
+        tile_max = max(tile_max, max4(x));
     }
-    let m_new = max(m_i, tile_max);
-    let correction = exp2_clamped(m_i - m_new);
-    m_i = m_new;
-    var sum = 0.0;
-    let keys_per_half = BLOCK_N / HALVES;
-    for (var s = 0u; s < BLOCK_N; s++) {
-        var p = 0.0;
-        if x[s] > MASKED {
-            p = exp2_clamped(x[s] - m_new);
+    var correction = 1.0;
+    if tile_max > m_used + RESCALE_THRESHOLD {
+        if m_used > MASKED {
+            correction = exp2_clamped(m_used - tile_max);
         }
-        sum += p;
-        if s / keys_per_half == key_half {
-            p_tile[local_row * BLOCK_N + s] = f16(p);
-        }
+        m_used = tile_max;
     }
-    l_i = l_i * correction + sum;
-    if correction != 1.0 {
-        let cols = d / HALVES;
-        for (var c = key_half * cols; c < (key_half + 1u) * cols; c++) {
-            o_tile[local_row * d + c] *= correction;
+    l_part *= correction;
+    let chunks = BLOCK_N / 8u; // vec4 chunks per half
+    for (var c = shalf * chunks; c < (shalf + 1u) * chunks; c++) {
+        let vis = visible4(row, tile_keys[c]);
+        let x = select(vec4<f32>(MASKED), s_tile[at + c] * scale, vis);
+        let p = select(vec4<f32>(0.0), exp2_clamped4(x - vec4<f32>(m_used)), vis);
+        l_part += dot(p, vec4<f32>(1.0));
+        p_tile[srow * P_ROW4 + c] = vec4<f16>(p);
+    }
+    if shalf == 0u {
+        row_stat[srow] = correction;
+        if correction != 1.0 {
+            atomicOr(&rescale_flag, 1u);
         }
     }
 }
 
-/// O += P.V for this subgroup's row slices, accumulated onto O loaded from o_tile.
-fn accumulate_pv() {
-    let d = params.head_dim;
-    for (var slice = slice0; slice < ROW_SLICES; slice += slice_step) {
-        let p_at = slice * TILE * BLOCK_N;
-        let p0 = coopLoadT<coop_mat16x16<f16, A>>(&p_tile[p_at], BLOCK_N);
-        let p1 = coopLoadT<coop_mat16x16<f16, A>>(&p_tile[p_at + TILE], BLOCK_N);
-        for (var c = 0u; c < d; c += TILE) {
-            let o_at = slice * TILE * d + c;
-            var o = coopLoadT<coop_mat16x16<f32, C>>(&o_tile[o_at], d);
-            o = coopMultiplyAdd(p0, coopLoadT<coop_mat16x16<f16, B>>(&v_tile[c], d), o);
-            o = coopMultiplyAdd(p1, coopLoadT<coop_mat16x16<f16, B>>(&v_tile[TILE * d + c], d), o);
-            coopStoreT(o, &o_tile[o_at], d);
-        }
+/// The pending tile's end: O rescaled if some row's max moved, then O += P.V.
+fn finish_pending_tile() {
+    workgroupBarrier(); // P, V, the corrections and the flag are complete
+    if atomicLoad(&rescale_flag) != 0u {
+        rescale_o();
     }
+    accumulate_pv();
+    pending = false;
 }
 
 /// One key tile (keys tile_key(0..BLOCK_N)); called by every invocation alike.
 fn attend_tile() {
-    workgroupBarrier(); // the previous tile's readers of k, v, p, s and o are done
-    load_kv_tile();
+    fetch_k();
+    if pending {
+        finish_pending_tile();
+    }
+    workgroupBarrier(); // the last tile's readers of kv_tile, p_tile, tile_keys, row_stat are done
+    put_k();
     workgroupBarrier();
+    fetch_v();
     scores();
-    workgroupBarrier();
+    workgroupBarrier(); // S is complete and every K read done
+    put_fetched();
     online_softmax();
-    workgroupBarrier();
-    accumulate_pv();
+    pending = true;
 }
 
-/// Write this invocation's key_half of row `row`, normalised, as packed f16 pairs.
-fn store_o() {
-    workgroupBarrier(); // the last accumulate_pv's stores to o_tile are visible
-    if !row_valid {
-        return;
+/// Accumulate the last tile, then write the normalised output rows as f16 pairs, 32 columns
+/// at a time through s_tile.
+fn finish_row_block() {
+    if pending {
+        finish_pending_tile();
     }
-    let d = params.head_dim;
-    let base = (bh * params.seq_len + row) * d;
-    var inv = 0.0;
-    if l_i > 0.0 {
-        inv = 1.0 / l_i;
-    }
-    let cols = d / HALVES;
-    for (var c = key_half * cols; c < (key_half + 1u) * cols; c += 2u) {
-        let o = vec2<f32>(o_tile[local_row * d + c], o_tile[local_row * d + c + 1u]) * inv;
-        out[(base + c) >> 1u] = pack2x16float(o);
+    workgroupBarrier(); // the corrections and s_tile are no longer read
+    row_stat[shalf * BLOCK_M + srow] = l_part;
+    for (var pair = 0u; pair < HEAD_DIM / 32u; pair++) {
+        stash_o(pair);
+        workgroupBarrier();
+        for (var i = lid; i < BLOCK_M * 8u; i += WORKGROUP_SIZE) {
+            let r = i / 8u;
+            let row = row0 + r;
+            if row < params.seq_len {
+                let l = row_stat[r] + row_stat[BLOCK_M + r];
+                let inv = select(0.0, 1.0 / l, l > 0.0);
+                let o = s_tile[r * S_ROW4 + i % 8u] * inv;
+                let w = 2u * (q_base4 + row * D4 + pair * 8u + i % 8u);
+                out[w] = pack2x16float(o.xy);
+                out[w + 1u] = pack2x16float(o.zw);
+            }
+        }
+        workgroupBarrier(); // s_tile is read before the next stash
     }
 }
+
+// ---- matrix steps: the only code that touches cooperative matrices ----------------------
+// (tests/wgpu_coop_emulated.rs swaps this section for scalar code with the same contract.)
+// - load_q_fragments(): Q rows [16 sg, +16) from kv_tile (staged Q) into registers;
+// - clear_o(): O = 0;
+// - scores(): s_tile[r][0, BLOCK_N) = Q[r] . K[s] for the K rows in kv_tile;
+// - accumulate_pv(): O[r] += sum_s P[r][s] V[s] (p_tile, V rows in kv_tile);
+// - rescale_o(): O[r] *= row_stat[r] (uses s_tile as scratch; workgroup-uniform, barriers);
+// - stash_o(pair): O columns [32 pair, 32 pair + 32) -> s_tile[r][0, 32) (the caller
+//   barriers before reading).
+
+alias Acc = coop_mat16x16<f32, C>;
+alias MatA = coop_mat16x16<f16, A>;
+alias MatB = coop_mat16x16<f16, B>;
+
+// This subgroup's Q rows (fragment c: dims [16 c, 16 c + 16)) and unnormalised O rows
+// (accumulator c: columns [16 c, 16 c + 16)); only [0, HEAD_DIM / 16) are used. Indexed by
+// constants only, so that drivers keep them in registers.
+var<private> q_frag: array<MatA, 8>;
+var<private> o_acc: array<Acc, 8>;
+
+fn load_q_fragments() {
+    let at = TILE * sg * KV_ROW4;
+    q_frag[0] = coopLoadT<MatA>(&kv_tile[at], KV_ROW4);
+    q_frag[1] = coopLoadT<MatA>(&kv_tile[at + 4u], KV_ROW4);
+    q_frag[2] = coopLoadT<MatA>(&kv_tile[at + 8u], KV_ROW4);
+    q_frag[3] = coopLoadT<MatA>(&kv_tile[at + 12u], KV_ROW4);
+    if HEAD_DIM > 64u {
+        q_frag[4] = coopLoadT<MatA>(&kv_tile[at + 16u], KV_ROW4);
+        q_frag[5] = coopLoadT<MatA>(&kv_tile[at + 20u], KV_ROW4);
+        q_frag[6] = coopLoadT<MatA>(&kv_tile[at + 24u], KV_ROW4);
+        q_frag[7] = coopLoadT<MatA>(&kv_tile[at + 28u], KV_ROW4);
+    }
+}
+
+fn clear_o() {
+    o_acc[0] = Acc();
+    o_acc[1] = Acc();
+    o_acc[2] = Acc();
+    o_acc[3] = Acc();
+    o_acc[4] = Acc();
+    o_acc[5] = Acc();
+    o_acc[6] = Acc();
+    o_acc[7] = Acc();
+}
+
+/// K rows [16 j, 16 j + 16), dims [16 c, 16 c + 16) as the B operand K^T (column-major view
+/// of row-major K).
+fn k_frag(j: u32, c: u32) -> MatB {
+    return coopLoad<MatB>(&kv_tile[j * TILE * KV_ROW4 + 4u * c], KV_ROW4);
+}
+
+/// S block (slice rows) x (keys [16 j, 16 j + 16)) over all HEAD_DIM dims.
+fn score_block(j: u32) -> Acc {
+    var acc = Acc();
+    acc = coopMultiplyAdd(q_frag[0], k_frag(j, 0u), acc);
+    acc = coopMultiplyAdd(q_frag[1], k_frag(j, 1u), acc);
+    acc = coopMultiplyAdd(q_frag[2], k_frag(j, 2u), acc);
+    acc = coopMultiplyAdd(q_frag[3], k_frag(j, 3u), acc);
+    if HEAD_DIM > 64u {
+        acc = coopMultiplyAdd(q_frag[4], k_frag(j, 4u), acc);
+        acc = coopMultiplyAdd(q_frag[5], k_frag(j, 5u), acc);
+        acc = coopMultiplyAdd(q_frag[6], k_frag(j, 6u), acc);
+        acc = coopMultiplyAdd(q_frag[7], k_frag(j, 7u), acc);
+    }
+    return acc;
+}
+
+fn scores() {
+    let at = TILE * sg * S_ROW4;
+    for (var j = 0u; j < BLOCK_N / TILE; j++) {
+        coopStoreT(score_block(j), &s_tile[at + 4u * j], S_ROW4);
+    }
+}
+
+/// V rows [16 j, 16 j + 16), columns [16 c, 16 c + 16) as the B operand (row-major).
+fn v_frag(j: u32, c: u32) -> MatB {
+    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + 4u * c], KV_ROW4);
+}
+
+fn accumulate_pv() {
+    let at = TILE * sg * P_ROW4;
+    for (var j = 0u; j < BLOCK_N / TILE; j++) {
+        let p = coopLoadT<MatA>(&p_tile[at + 4u * j], P_ROW4);
+        o_acc[0] = coopMultiplyAdd(p, v_frag(j, 0u), o_acc[0]);
+        o_acc[1] = coopMultiplyAdd(p, v_frag(j, 1u), o_acc[1]);
+        o_acc[2] = coopMultiplyAdd(p, v_frag(j, 2u), o_acc[2]);
+        o_acc[3] = coopMultiplyAdd(p, v_frag(j, 3u), o_acc[3]);
+        if HEAD_DIM > 64u {
+            o_acc[4] = coopMultiplyAdd(p, v_frag(j, 4u), o_acc[4]);
+            o_acc[5] = coopMultiplyAdd(p, v_frag(j, 5u), o_acc[5]);
+            o_acc[6] = coopMultiplyAdd(p, v_frag(j, 6u), o_acc[6]);
+            o_acc[7] = coopMultiplyAdd(p, v_frag(j, 7u), o_acc[7]);
+        }
+    }
+}
+
+/// Two accumulators of this subgroup's slice into s_tile columns [0, 32) of its rows.
+fn stash_pair(a: Acc, b: Acc) {
+    let at = TILE * sg * S_ROW4;
+    coopStoreT(a, &s_tile[at], S_ROW4);
+    coopStoreT(b, &s_tile[at + 4u], S_ROW4);
+}
+
+/// Accumulator `which` (0 or 1) of a stashed pair back from s_tile.
+fn unstash(which: u32) -> Acc {
+    return coopLoadT<Acc>(&s_tile[TILE * sg * S_ROW4 + 4u * which], S_ROW4);
+}
+
+/// Scale the stashed columns [0, 32) of every row by the row's correction, between barriers.
+fn scale_stash() {
+    workgroupBarrier();
+    for (var i = lid; i < BLOCK_M * 8u; i += WORKGROUP_SIZE) {
+        let r = i / 8u;
+        s_tile[r * S_ROW4 + i % 8u] *= row_stat[r];
+    }
+    workgroupBarrier();
+}
+
+// Two accumulators per round (s_tile holds 32 columns of every row); the last barrier of each
+// round keeps s_tile from being overwritten before every subgroup has read it back.
+// (Written out: naga 30's SPIR-V writer fails on pointers to o_acc elements as arguments.)
+fn rescale_o() {
+    stash_pair(o_acc[0], o_acc[1]);
+    scale_stash();
+    o_acc[0] = unstash(0u);
+    o_acc[1] = unstash(1u);
+    workgroupBarrier();
+    stash_pair(o_acc[2], o_acc[3]);
+    scale_stash();
+    o_acc[2] = unstash(0u);
+    o_acc[3] = unstash(1u);
+    workgroupBarrier();
+    if HEAD_DIM > 64u {
+        stash_pair(o_acc[4], o_acc[5]);
+        scale_stash();
+        o_acc[4] = unstash(0u);
+        o_acc[5] = unstash(1u);
+        workgroupBarrier();
+        stash_pair(o_acc[6], o_acc[7]);
+        scale_stash();
+        o_acc[6] = unstash(0u);
+        o_acc[7] = unstash(1u);
+        workgroupBarrier();
+    }
+}
+
+fn stash_o(pair: u32) {
+    switch pair {
+        case 0u: {
+            stash_pair(o_acc[0], o_acc[1]);
+        }
+        case 1u: {
+            stash_pair(o_acc[2], o_acc[3]);
+        }
+        case 2u: {
+            stash_pair(o_acc[4], o_acc[5]);
+        }
+        default: {
+            stash_pair(o_acc[6], o_acc[7]);
+        }
+    }
+}
+// ---- end of matrix steps -----------------------------------------------------------------

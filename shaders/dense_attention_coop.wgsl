@@ -1,21 +1,22 @@
-// Dense causal attention on cooperative matrices: every 32-row block visits keys
-// [0, min(N, row0 + BLOCK_M)). Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup 64 invocations.
-// f16 storage only (f32 storage runs the rowwise kernels).
+// Dense causal attention on cooperative matrices: every 64-row block visits keys
+// [0, min(N, row0 + BLOCK_M)). Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup 128 invocations
+// (attention_coop.wgsl). f16 storage only (f32 storage runs the tiled or rowwise kernels).
 
-fn dense_attention_coop(wid: vec3<u32>, local: u32, sg: u32, nsg: u32) {
-    load_q_tile(wid, local, sg, nsg);
+fn dense_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
+    // Heaviest row blocks first (the last ones see the most keys): a shorter tail.
+    let blocks = (params.seq_len + BLOCK_M - 1u) / BLOCK_M;
+    start_row_block(wid.y, blocks - 1u - wid.x, local, subgroup);
     visit_range(0u, min(params.seq_len, row0 + BLOCK_M));
-    store_o();
+    finish_row_block();
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(128)
 fn dense_attention_coop_f16(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
-    @builtin(subgroup_id) sg: u32,
-    @builtin(num_subgroups) nsg: u32,
+    @builtin(subgroup_id) subgroup: u32,
 ) {
-    dense_attention_coop(wid, local, sg, nsg);
+    dense_attention_coop(wid, local, subgroup);
 }
 
 /// Key in slot `s` of the current range tile, or -1.

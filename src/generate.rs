@@ -31,6 +31,34 @@ pub fn random_qkv(
     ))
 }
 
+/// q, k, v whose scores rise along the keys, to exercise the online softmax's rescaling:
+/// every k row j is `4 j / n` in every dim, query row i is `0.5 (1 + i % 3)` in every dim
+/// (three slopes, so rows pass their running max at different keys), v is Gaussian.
+/// With the `1 / sqrt(D)` scale the scores of a row climb by `2 (1 + i % 3) sqrt(D)` from the
+/// first key to the last (16 to 48 at D = 64): many times what any max may lag behind.
+pub fn rising_scores_qkv(
+    b: usize,
+    hq: usize,
+    hkv: usize,
+    n: usize,
+    d: usize,
+    dtype: DType,
+    seed: u64,
+) -> Result<(HostTensor, HostTensor, HostTensor)> {
+    let (_, _, v) = random_qkv(b, hq, hkv, n, d, dtype, seed)?;
+    let q: Vec<f64> = (0..b * hq * n)
+        .flat_map(|r| std::iter::repeat_n(0.5 * (1 + (r % n) % 3) as f64, d))
+        .collect();
+    let k: Vec<f64> = (0..b * hkv * n)
+        .flat_map(|r| std::iter::repeat_n(4.0 * (r % n) as f64 / n as f64, d))
+        .collect();
+    Ok((
+        HostTensor::from_f64(&[b, hq, n, d], &q, dtype)?,
+        HostTensor::from_f64(&[b, hkv, n, d], &k, dtype)?,
+        v,
+    ))
+}
+
 /// What a query head of the structured generator attends to.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HeadKind {

@@ -1,76 +1,110 @@
 //! The cooperative-matrix kernels' control flow on an adapter without cooperative matrices.
 //!
 //! Lavapipe (CI) cannot run `coopLoad`/`coopMultiplyAdd`, so this test takes the coop WGSL,
-//! swaps the two matrix steps (`scores`, `accumulate_pv`) for scalar code that computes the
-//! same tiles from the same workgroup arrays, and runs the result through raw wgpu: Q/K/V
-//! staging, masks, the index walk, the online softmax, the rescale of O, the barriers and
-//! the store are then the shipped code, checked against float64. D = 64 only (lavapipe gives
-//! 32 KiB of workgroup memory: `MAX_HEAD_DIM` is lowered to 64 in the emulated source).
-//! What it does not check is the matrix layout of the coop ops (the naga test checks that
-//! they validate; the GPU suite `coop::` checks the results).
+//! swaps its matrix-steps section (between the `---- matrix steps` markers of
+//! `attention_coop.wgsl`: Q fragments, O accumulators, scores, P.V, the O rescale and stash)
+//! for scalar code with the same contract on the same workgroup arrays, and runs the result
+//! through raw wgpu: Q/K/V staging, the software pipeline across tiles, masks, the index walk,
+//! the online softmax with its lazy max, the rescale decisions, the barriers and the store are
+//! then the shipped code, checked against float64. D = 64 and BLOCK_N = 32 (pipeline
+//! constants): lavapipe gives 32 KiB of workgroup memory, the backend's 64-key tiles need
+//! 44 KiB. What it does not check is the matrix layout of the coop ops (the naga test checks
+//! that they validate; the GPU suite `coop::` checks the results).
 
-use minference::generate::random_qkv;
+use minference::generate::{random_qkv, rising_scores_qkv};
 use minference::vectors::reference_and_tolerance;
 use minference::wgpu_backend::COOP_SOURCES;
 use minference::{AttnShape, DType, HostTensor, Pattern};
 use wgpu::util::DeviceExt;
 
-/// Scalar stand-ins for the two cooperative-matrix steps of `attention_coop.wgsl`.
+/// Pipeline constants of the emulated kernels.
+const CONSTANTS: &[(&str, f64)] = &[("HEAD_DIM", 64.0), ("BLOCK_N", 32.0)];
+/// Query rows per workgroup (`BLOCK_M` of the coop core).
+const BLOCK_M: usize = 64;
+
+/// Scalar stand-ins for the matrix steps of `attention_coop.wgsl`: invocation (srow, shalf)
+/// holds Q row `srow` and O row `srow`, columns [shalf D / 2, (shalf + 1) D / 2).
 const SCALAR_MATRIX_STEPS: &str = r#"
+var<private> q_emul: array<vec4<f32>, 32>; // Q row srow, D4 used
+var<private> o_emul: array<vec4<f32>, 16>; // O row srow, this half's D4 / 2 used
+
+fn load_q_fragments() {
+    for (var c = 0u; c < D4; c++) {
+        q_emul[c] = vec4<f32>(kv_tile[srow * KV_ROW4 + c]);
+    }
+}
+
+fn clear_o() {
+    for (var c = 0u; c < D4 / 2u; c++) {
+        o_emul[c] = vec4<f32>(0.0);
+    }
+}
+
 fn scores() {
-    let d = params.head_dim;
-    for (var e = lid; e < BLOCK_M * BLOCK_N; e += WORKGROUP_SIZE) {
-        let r = e / BLOCK_N;
-        let s = e % BLOCK_N;
-        var acc = 0.0;
-        for (var c = 0u; c < d; c++) {
-            acc += f32(q_tile[r * d + c]) * f32(k_tile[s * d + c]);
+    // Row srow, this half's keys.
+    for (var c4 = shalf * BLOCK_N / 8u; c4 < (shalf + 1u) * BLOCK_N / 8u; c4++) {
+        var s = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let key = 4u * c4 + e;
+            var acc = 0.0;
+            for (var c = 0u; c < D4; c++) {
+                acc += dot(q_emul[c], vec4<f32>(kv_tile[key * KV_ROW4 + c]));
+            }
+            s[e] = acc;
         }
-        s_tile[e] = acc;
+        s_tile[srow * S_ROW4 + c4] = s;
     }
 }
 
 fn accumulate_pv() {
-    let d = params.head_dim;
-    for (var e = lid; e < BLOCK_M * d; e += WORKGROUP_SIZE) {
-        let r = e / d;
-        let c = e % d;
-        var acc = o_tile[e];
+    let c0 = shalf * D4 / 2u;
+    for (var c = 0u; c < D4 / 2u; c++) {
+        var acc = o_emul[c];
         for (var s = 0u; s < BLOCK_N; s++) {
-            acc += f32(p_tile[r * BLOCK_N + s]) * f32(v_tile[s * d + c]);
+            let p = f32(p_tile[srow * P_ROW4 + s / 4u][s % 4u]);
+            acc += p * vec4<f32>(kv_tile[s * KV_ROW4 + c0 + c]);
         }
-        o_tile[e] = acc;
+        o_emul[c] = acc;
+    }
+}
+
+fn rescale_o() {
+    let correction = row_stat[srow];
+    for (var c = 0u; c < D4 / 2u; c++) {
+        o_emul[c] *= correction;
+    }
+}
+
+fn stash_o(pair: u32) {
+    // Columns [32 pair, 32 pair + 32) = vec4 columns [8 pair, 8 pair + 8), held by one half.
+    if (8u * pair) / (D4 / 2u) == shalf {
+        let c0 = (8u * pair) % (D4 / 2u);
+        for (var c = 0u; c < 8u; c++) {
+            s_tile[srow * S_ROW4 + c] = o_emul[c0 + c];
+        }
     }
 }
 "#;
 
-/// Cut `fn {name}() { ... }` (up to the first line that is a lone `}`) out of `src`.
-fn cut_function(src: &str, name: &str) -> String {
-    let start = src
-        .find(&format!("fn {name}() {{"))
-        .unwrap_or_else(|| panic!("`fn {name}()` not found in the coop source"));
-    let end = start
-        + src[start..]
-            .find("\n}\n")
-            .unwrap_or_else(|| panic!("end of `fn {name}()` not found"))
-        + 3;
-    format!("{}{}", &src[..start], &src[end..])
-}
+const BEGIN: &str = "// ---- matrix steps";
+const END: &str = "// ---- end of matrix steps";
 
-/// The coop module of `stem` with scalar matrix steps and MAX_HEAD_DIM = 64.
+/// The coop module of `stem` with its matrix steps swapped for `SCALAR_MATRIX_STEPS`.
 fn emulated_source(stem: &str) -> String {
     let (_, src) = COOP_SOURCES
         .iter()
         .find(|(s, _)| *s == stem)
         .unwrap_or_else(|| panic!("no coop family `{stem}`"));
-    let mut s = src.replace("enable wgpu_cooperative_matrix;\n", "");
-    s = cut_function(&s, "scores");
-    s = cut_function(&s, "accumulate_pv");
-    s = s.replace(
-        "const MAX_HEAD_DIM: u32 = 128u;",
-        "const MAX_HEAD_DIM: u32 = 64u;",
-    );
-    assert!(s.contains("const MAX_HEAD_DIM: u32 = 64u;"), "MAX_HEAD_DIM");
+    let s = src.replace("enable wgpu_cooperative_matrix;\n", "");
+    let start = s
+        .find(BEGIN)
+        .unwrap_or_else(|| panic!("{stem}: `{BEGIN}` not found"));
+    let end = s[start..]
+        .find(END)
+        .map(|i| start + i)
+        .unwrap_or_else(|| panic!("{stem}: `{END}` not found"));
+    let end = end + s[end..].find('\n').unwrap_or(s.len() - end);
+    let s = format!("{}{SCALAR_MATRIX_STEPS}{}", &s[..start], &s[end..]);
     let code: Vec<&str> = s
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
@@ -81,7 +115,7 @@ fn emulated_source(stem: &str) -> String {
             "{stem}: `{op}` is left"
         );
     }
-    s + SCALAR_MATRIX_STEPS
+    s
 }
 
 struct Gpu {
@@ -221,7 +255,10 @@ fn run(
         layout: Some(&pipeline_layout),
         module: &module,
         entry_point: Some(&entry),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: CONSTANTS,
+            ..Default::default()
+        },
         cache: None,
     });
     let group = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -249,7 +286,7 @@ fn run(
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(
-            shape.seq_len.div_ceil(32) as u32,
+            shape.seq_len.div_ceil(BLOCK_M) as u32,
             (shape.batch * shape.q_heads) as u32,
             1,
         );
@@ -279,19 +316,30 @@ fn check(stem: &str, case: &str, got: &[f64], want: &[f64], tol: f64) {
 fn coop_kernels_with_scalar_matrix_steps_match_float64() {
     let Some(gpu) = gpu() else { return };
     let mut seed = 40;
-    for &(b, hq, hkv, n) in &[
-        (1, 1, 1, 1),
-        (2, 4, 2, 63),
-        (1, 2, 1, 65),
-        (2, 4, 1, 200),
-        (1, 2, 1, 1000),
+    // The last two cases have scores that rise along the keys: O is rescaled many times.
+    for &(b, hq, hkv, n, rising) in &[
+        (1, 1, 1, 1, false),
+        (2, 4, 2, 63, false),
+        (1, 2, 1, 65, false),
+        (2, 4, 1, 200, false),
+        (1, 2, 1, 1000, false),
+        (1, 2, 1, 200, true),
+        (2, 2, 2, 1000, true),
     ] {
         let d = 64;
         seed += 1;
         let shape = AttnShape::new(b, hq, hkv, n, d).unwrap();
-        let (q, k, v) = random_qkv(b, hq, hkv, n, d, DType::F16, seed).unwrap();
+        let generate = if rising {
+            rising_scores_qkv
+        } else {
+            random_qkv
+        };
+        let (q, k, v) = generate(b, hq, hkv, n, d, DType::F16, seed).unwrap();
         let qkv = [&q, &k, &v];
-        let case = format!("B={b} Hq={hq} Hkv={hkv} N={n} D={d}");
+        let case = format!(
+            "B={b} Hq={hq} Hkv={hkv} N={n} D={d}{}",
+            if rising { " rising scores" } else { "" }
+        );
 
         let pats = vec![Pattern::Dense; hq];
         let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();

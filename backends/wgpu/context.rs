@@ -34,6 +34,11 @@ pub(crate) struct Kernel {
     pub name: String,
 }
 
+/// Pipeline-overridable constants of a kernel (WGSL `override`s), by name.
+pub(crate) type Constants = &'static [(&'static str, u32)];
+
+type KernelKey = (&'static str, &'static str, Constants);
+
 /// The device, its queue and limits, and the caches.
 pub(crate) struct Context {
     pub device: wgpu::Device,
@@ -44,7 +49,8 @@ pub(crate) struct Context {
     /// f32 accumulation), or why there is none.
     pub coop: std::result::Result<wgpu::CooperativeMatrixProperties, String>,
     modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
-    kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
+    /// Pipelines keyed by (family stem, entry point, pipeline constants).
+    kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     /// A MAP_READ staging buffer reused by downloads, grown as needed.
     staging: Mutex<Option<wgpu::Buffer>>,
 }
@@ -57,8 +63,8 @@ fn device_error(kernel: &str, msg: impl Into<String>) -> Error {
     }
 }
 
-/// The features the cooperative-matrix kernels need: the matrices, f16 in workgroup memory,
-/// and `subgroup_id`/`num_subgroups` to deal the row slices out to the subgroups.
+/// The features the cooperative-matrix kernels need: the matrices, f16 in storage and
+/// workgroup memory, and `subgroup_id` to give each subgroup its row slice.
 pub(crate) const COOP_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
     .union(wgpu::Features::SHADER_F16)
     .union(wgpu::Features::SUBGROUP);
@@ -201,11 +207,30 @@ impl Context {
 
     /// The compiled entry point `entry` of `family`, built once and cached.
     pub fn kernel(&self, family: &Family, entry: &'static str) -> Result<Arc<Kernel>> {
-        if let Some(k) = lock(&self.kernels).get(&(family.stem, entry)) {
+        self.kernel_with(family, entry, &[])
+    }
+
+    /// The compiled entry point `entry` of `family` with its `override`s set to `constants`,
+    /// built once per (family, entry, constants) and cached.
+    pub fn kernel_with(
+        &self,
+        family: &Family,
+        entry: &'static str,
+        constants: Constants,
+    ) -> Result<Arc<Kernel>> {
+        let key = (family.stem, entry, constants);
+        if let Some(k) = lock(&self.kernels).get(&key) {
             return Ok(k.clone());
         }
         let module = self.module(family)?;
-        let name = format!("{}::{entry}", family.stem);
+        let specialised: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let name = if specialised.is_empty() {
+            format!("{}::{entry}", family.stem)
+        } else {
+            format!("{}::{entry}[{}]", family.stem, specialised.join(","))
+        };
+        let constants_f64: Vec<(&str, f64)> =
+            constants.iter().map(|&(k, v)| (k, f64::from(v))).collect();
         let kernel = self.scoped(&name, || {
             let entries: Vec<wgpu::BindGroupLayoutEntry> = family
                 .slots
@@ -248,7 +273,10 @@ impl Context {
                     layout: Some(&pipeline_layout),
                     module: &module,
                     entry_point: Some(entry),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants_f64,
+                        ..Default::default()
+                    },
                     cache: None,
                 });
             Kernel {
@@ -258,7 +286,7 @@ impl Context {
             }
         })?;
         let kernel = Arc::new(kernel);
-        lock(&self.kernels).insert((family.stem, entry), kernel.clone());
+        lock(&self.kernels).insert(key, kernel.clone());
         Ok(kernel)
     }
 

@@ -15,7 +15,9 @@
 //!     output micro-tile; Q/K chunks, P and V chunks in 32 KiB of workgroup memory; chosen by
 //!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it;
 //!   - [`Variant::CoopMatrix`] (`attention_coop.wgsl`, stems `{kind}_coop`, f16 tensors only):
-//!     Q.K^T and P.V on 16x16x16 cooperative matrices; the device opts into
+//!     Q.K^T and P.V on 16x16x16 cooperative matrices, 64 rows x 64 keys per tile, 4 subgroups
+//!     of 32 with Q and O held in matrix registers, O rescaled lazily; head dim and tile as
+//!     pipeline constants ([`coop_constants`]); the device opts into
 //!     `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only where the adapter
 //!     has them and reports a 16x16x16 f16->f32 configuration. Opt-in only
 //!     (`MINFERENCE_WGPU_VARIANT=coop`): it has not yet run on a GPU with cooperative
@@ -176,24 +178,46 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     ],
 };
 
-/// Query rows per workgroup of the cooperative-matrix kernels (`BLOCK_M` in
-/// `attention_coop.wgsl`): 32, half an index row block, so that O (32 x D f32) fits in
-/// workgroup memory next to the Q, K, V, S and P tiles.
-const COOP_BLOCK_M: usize = 32;
-/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` (mirrors the tiles
-/// of `attention_coop.wgsl`): q, k, v f16 (32 x 128 each), o f32 (32 x 128), s f32 (32 x 32),
-/// p f16 (32 x 32), a 16 x 16 f32 tile of zeros.
+/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` and `COOP_BLOCK_N`
+/// (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile 64 x (128 + 8) f16,
+/// s_tile 64 x (64 + 4) f32, p_tile 64 x (64 + 8) f16, tile_keys 64 i32, row_stat 2 x 64 f32,
+/// rescale_flag.
 #[doc(hidden)]
 pub const COOP_WORKGROUP_BYTES: u32 =
-    (3 * 32 * 128 * 2 + 32 * 128 * 4 + 32 * 32 * 4 + 32 * 32 * 2 + 16 * 16 * 4) as u32;
+    (64 * 136 * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * 4 + 2 * 64 * 4 + 4) as u32;
+/// Invocations per workgroup of the cooperative-matrix kernels: 4 subgroups of 32, one
+/// 16-row slice each.
+const COOP_THREADS: u32 = 128;
+/// Keys per tile of the cooperative-matrix kernels (`BLOCK_N` in `attention_coop.wgsl`).
+#[doc(hidden)]
+pub const COOP_BLOCK_N: u32 = 64;
+
+/// Pipeline constants of the cooperative-matrix kernels for head dim `d`: the tile sizes
+/// become compile-time constants of the driver's code (strides, loop bounds, how many O
+/// accumulators each subgroup holds).
+/// - BLOCK_N = 64 keys per tile: each K/V tile staged in workgroup memory feeds 4 subgroups x
+///   16 rows, and the per-tile overhead (4 barriers, the software pipeline's hand-offs) is
+///   paid once per 64 keys; the scores (64 x 68 f32) are what bounds it at 48 KiB of
+///   workgroup memory. 32 also works (`tests/wgpu_coop_emulated.rs` runs it on lavapipe's
+///   32 KiB) and is the fallback to measure if 64 spills registers.
+/// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
+#[doc(hidden)]
+pub fn coop_constants(d: usize) -> &'static [(&'static str, u32)] {
+    const D64: &[(&str, u32)] = &[("HEAD_DIM", 64), ("BLOCK_N", COOP_BLOCK_N)];
+    const D128: &[(&str, u32)] = &[("HEAD_DIM", 128), ("BLOCK_N", COOP_BLOCK_N)];
+    if d <= 64 {
+        D64
+    } else {
+        D128
+    }
+}
 
 /// The cooperative-matrix kernels (f16 storage only): the core comes first, it carries the
-/// module's `enable` directives.
+/// module's `enable` directives and its own f16 views of q, k, v (so no common.wgsl).
 const DENSE_ATTENTION_COOP: Family = attention_family!(
     "dense_attention_coop",
     [
         "attention_coop.wgsl",
-        "common.wgsl",
         "attention_common.wgsl",
         "dense_attention_coop.wgsl"
     ],
@@ -204,7 +228,6 @@ const A_SHAPE_ATTENTION_COOP: Family = attention_family!(
     "a_shape_attention_coop",
     [
         "attention_coop.wgsl",
-        "common.wgsl",
         "attention_common.wgsl",
         "a_shape_attention_coop.wgsl"
     ],
@@ -215,7 +238,6 @@ const SPARSE_ATTENTION_COOP: Family = attention_family!(
     "sparse_attention_coop",
     [
         "attention_coop.wgsl",
-        "common.wgsl",
         "attention_common.wgsl",
         "sparse_index.wgsl",
         "sparse_attention_coop.wgsl"
@@ -557,11 +579,21 @@ impl WgpuBackend {
                          kernels need {COOP_WORKGROUP_BYTES}"
                     ));
                 }
-                let sg = ctx.adapter_info.subgroup_max_size;
-                if sg > 64 {
+                let a = &ctx.adapter_info;
+                if (a.subgroup_min_size, a.subgroup_max_size) != (32, 32) {
                     return Some(format!(
-                        "subgroups of up to {sg} invocations: the cooperative-matrix kernels' \
-                         workgroups hold 64"
+                        "subgroups of {}..{} invocations: the cooperative-matrix kernels give each \
+                         of their 4 subgroups of exactly 32 one 16-row slice",
+                        a.subgroup_min_size, a.subgroup_max_size
+                    ));
+                }
+                let l = &ctx.limits;
+                if l.max_compute_invocations_per_workgroup < COOP_THREADS
+                    || l.max_compute_workgroup_size_x < COOP_THREADS
+                {
+                    return Some(format!(
+                        "the cooperative-matrix kernels need {COOP_THREADS} invocations per \
+                         workgroup"
                     ));
                 }
                 None
@@ -640,16 +672,11 @@ impl WgpuBackend {
         })
     }
 
-    /// Grid of the attention kernels: one workgroup per (row block, batch * head); row blocks
-    /// of `BLOCK_M` rows, `COOP_BLOCK_M` for the coop families.
-    fn attention_grid(family: &Family, shape: &AttnShape) -> Result<[u32; 3]> {
-        let rows = if family.stem.ends_with("_coop") {
-            COOP_BLOCK_M
-        } else {
-            BLOCK_M
-        };
+    /// Grid of the attention kernels: one workgroup per (row block of `BLOCK_M` rows,
+    /// batch * head), in every variant.
+    fn attention_grid(shape: &AttnShape) -> Result<[u32; 3]> {
         Ok([
-            u32_of("seq_len", shape.seq_len.div_ceil(rows))?,
+            u32_of("seq_len", shape.seq_len.div_ceil(BLOCK_M))?,
             u32_of("batch * q_heads", shape.batch * shape.q_heads)?,
             1,
         ])
@@ -680,7 +707,14 @@ impl WgpuBackend {
         let family = Self::attention_family(kind, variant);
         self.check_loop_budget(variant, family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
-        let kernel = self.ctx.kernel(family, Self::entry(family.stem, qt.f16))?;
+        let constants = if variant == Variant::CoopMatrix {
+            coop_constants(shape.head_dim)
+        } else {
+            &[]
+        };
+        let kernel = self
+            .ctx
+            .kernel_with(family, Self::entry(family.stem, qt.f16), constants)?;
         let params = self.ctx.uniform(family.stem, &params);
         let mut buffers = vec![&params, &qt.buffer, &kt.buffer, &vt.buffer, &ot.buffer];
         buffers.extend_from_slice(extra);
@@ -689,7 +723,7 @@ impl WgpuBackend {
             &mut encoder,
             &kernel,
             &buffers,
-            Self::attention_grid(family, &shape)?,
+            Self::attention_grid(&shape)?,
         )?;
         self.ctx.submit(family.stem, encoder)
     }
@@ -723,7 +757,8 @@ impl Backend for WgpuBackend {
                     }
                     Variant::CoopMatrix => format!(
                         "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
-                         accumulation, 32 query rows per workgroup) for f16 tensors; f32 and bf16 \
+                         accumulation, 64 query rows per workgroup, O in registers, lazy rescaling) \
+                         for f16 tensors; f32 and bf16 \
                          tensors run the {} kernels",
                         self.portable_variant()
                     ),
@@ -1145,6 +1180,8 @@ impl Backend for WgpuBackend {
 }
 
 const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
+// The 48 KiB of workgroup memory Vulkan gives on NVIDIA.
+const _: () = assert!(COOP_WORKGROUP_BYTES <= 48 * 1024);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,270 @@
+// Cooperative-matrix matmul microbenchmark (tests/wgpu_coop_bench.rs): C = A B with f16
+// inputs and f32 accumulation, square DIM x DIM, all row-major, on 16x16x16 cooperative
+// matrices. It measures what naga's SPIR-V and the driver make of the WGSL matrix ops, not
+// a tuned GEMM: no double buffering, no register prefetch. Every kernel assumes subgroups of
+// 32 invocations (the test skips other adapters), so a workgroup of 128 holds 4 subgroups.
+//
+// Entry points (subgroup tiles in 16x16 blocks; grids in the test):
+// - `matmul_direct_1x1`: A and B straight from storage, one 16x16 accumulator per subgroup,
+//   4 subgroups as 2 x 2 (32 x 32 per workgroup);
+// - `matmul_direct_2x2`: from storage, a 32 x 32 block per subgroup (4 accumulators, each
+//   A and B fragment used twice), 64 x 64 per workgroup; accumulators in named variables;
+// - `matmul_direct_2x2_array`: the same with the accumulators in a private array indexed by
+//   loop counters (shows whether the driver still keeps them in registers: naga bounds every
+//   loop with an extra counter, which can stop the unrolling that constant indices need);
+// - `matmul_direct_4x4`: from storage, 64 x 64 per subgroup (16 accumulators), 128 x 128
+//   per workgroup;
+// - `matmul_shared_4sg`: A and B chunks of BK = 32 staged in workgroup memory (padded rows),
+//   then coopLoad from there; 64 x 64 per workgroup of 4 subgroups (32 x 32 each);
+// - `matmul_shared_8sg`: the same with 8 subgroups (256 invocations), 128 x 64 per workgroup;
+// - `matmul_shared_4sg_rt`: `matmul_shared_4sg` with the workgroup-memory strides of coopLoad
+//   unknown to the compiler (equal at run time, taken from `arrayLength`), as in the first coop
+//   attention kernel, which passed `params.head_dim`.
+enable f16;
+enable wgpu_cooperative_matrix;
+// Matrix ops must run in subgroup-uniform control flow; every branch and loop bound below
+// depends only on constants, workgroup_id and subgroup_id.
+diagnostic(off, derivative_uniformity);
+
+/// Rows = columns = inner dimension (a pipeline constant: strides are compile-time).
+override DIM: u32 = 4096u;
+/// Side of a cooperative matrix.
+const TILE: u32 = 16u;
+/// K chunk staged per step by the shared-memory kernels.
+const BK: u32 = 32u;
+/// Padded row of a staged A chunk, in vec4<f16> (BK + 8 halves: 16-byte aligned rows that
+/// start in different bank groups).
+const A_ROW4: u32 = BK / 4u + 2u;
+/// Padded row of a staged B chunk (64 columns + 8), in vec4<f16>.
+const B_ROW4: u32 = 64u / 4u + 2u;
+
+@group(0) @binding(0) var<storage, read> a: array<vec4<f16>>;       // [DIM, DIM]
+@group(0) @binding(1) var<storage, read> b: array<vec4<f16>>;       // [DIM, DIM]
+@group(0) @binding(2) var<storage, read_write> c: array<vec4<f32>>; // [DIM, DIM]
+
+// Staged chunks of the shared-memory kernels: A [128, BK], B [BK, 64].
+var<workgroup> a_tile: array<vec4<f16>, 128u * A_ROW4>;
+var<workgroup> b_tile: array<vec4<f16>, BK * B_ROW4>;
+
+alias Acc = coop_mat16x16<f32, C>;
+alias MatA = coop_mat16x16<f16, A>;
+alias MatB = coop_mat16x16<f16, B>;
+
+/// A rows [row, row + 16) x columns [kk, kk + 16), from storage.
+fn a_frag(row: u32, kk: u32) -> MatA {
+    return coopLoadT<MatA>(&a[(row * DIM + kk) / 4u], DIM / 4u);
+}
+
+/// B rows [kk, kk + 16) x columns [col, col + 16), from storage.
+fn b_frag(kk: u32, col: u32) -> MatB {
+    return coopLoadT<MatB>(&b[(kk * DIM + col) / 4u], DIM / 4u);
+}
+
+fn store_c(acc: Acc, row: u32, col: u32) {
+    coopStoreT(acc, &c[(row * DIM + col) / 4u], DIM / 4u);
+}
+
+@compute @workgroup_size(128)
+fn matmul_direct_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
+    let row = wid.y * 32u + (sg / 2u) * TILE;
+    let col = wid.x * 32u + (sg % 2u) * TILE;
+    var acc = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        acc = coopMultiplyAdd(a_frag(row, kk), b_frag(kk, col), acc);
+    }
+    store_c(acc, row, col);
+}
+
+@compute @workgroup_size(128)
+fn matmul_direct_2x2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
+    let row = wid.y * 64u + (sg / 2u) * 32u;
+    let col = wid.x * 64u + (sg % 2u) * 32u;
+    var c00 = Acc();
+    var c01 = Acc();
+    var c10 = Acc();
+    var c11 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let a0 = a_frag(row, kk);
+        let a1 = a_frag(row + TILE, kk);
+        let b0 = b_frag(kk, col);
+        let b1 = b_frag(kk, col + TILE);
+        c00 = coopMultiplyAdd(a0, b0, c00);
+        c01 = coopMultiplyAdd(a0, b1, c01);
+        c10 = coopMultiplyAdd(a1, b0, c10);
+        c11 = coopMultiplyAdd(a1, b1, c11);
+    }
+    store_c(c00, row, col);
+    store_c(c01, row, col + TILE);
+    store_c(c10, row + TILE, col);
+    store_c(c11, row + TILE, col + TILE);
+}
+
+@compute @workgroup_size(128)
+fn matmul_direct_2x2_array(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
+    let row = wid.y * 64u + (sg / 2u) * 32u;
+    let col = wid.x * 64u + (sg % 2u) * 32u;
+    var acc: array<Acc, 4>;
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        var af: array<MatA, 2>;
+        var bf: array<MatB, 2>;
+        for (var i = 0u; i < 2u; i++) {
+            af[i] = a_frag(row + i * TILE, kk);
+            bf[i] = b_frag(kk, col + i * TILE);
+        }
+        for (var i = 0u; i < 2u; i++) {
+            for (var j = 0u; j < 2u; j++) {
+                acc[2u * i + j] = coopMultiplyAdd(af[i], bf[j], acc[2u * i + j]);
+            }
+        }
+    }
+    for (var i = 0u; i < 2u; i++) {
+        for (var j = 0u; j < 2u; j++) {
+            store_c(acc[2u * i + j], row + i * TILE, col + j * TILE);
+        }
+    }
+}
+
+@compute @workgroup_size(128)
+fn matmul_direct_4x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
+    let row = wid.y * 128u + (sg / 2u) * 64u;
+    let col = wid.x * 128u + (sg % 2u) * 64u;
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    var c20 = Acc(); var c21 = Acc(); var c22 = Acc(); var c23 = Acc();
+    var c30 = Acc(); var c31 = Acc(); var c32 = Acc(); var c33 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let b0 = b_frag(kk, col);
+        let b1 = b_frag(kk, col + TILE);
+        let b2 = b_frag(kk, col + 2u * TILE);
+        let b3 = b_frag(kk, col + 3u * TILE);
+        let a0 = a_frag(row, kk);
+        c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+        c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+        let a1 = a_frag(row + TILE, kk);
+        c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+        c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+        let a2 = a_frag(row + 2u * TILE, kk);
+        c20 = coopMultiplyAdd(a2, b0, c20); c21 = coopMultiplyAdd(a2, b1, c21);
+        c22 = coopMultiplyAdd(a2, b2, c22); c23 = coopMultiplyAdd(a2, b3, c23);
+        let a3 = a_frag(row + 3u * TILE, kk);
+        c30 = coopMultiplyAdd(a3, b0, c30); c31 = coopMultiplyAdd(a3, b1, c31);
+        c32 = coopMultiplyAdd(a3, b2, c32); c33 = coopMultiplyAdd(a3, b3, c33);
+    }
+    store_c(c00, row, col); store_c(c01, row, col + TILE);
+    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    let r1 = row + TILE;
+    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
+    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+    let r2 = row + 2u * TILE;
+    store_c(c20, r2, col); store_c(c21, r2, col + TILE);
+    store_c(c22, r2, col + 2u * TILE); store_c(c23, r2, col + 3u * TILE);
+    let r3 = row + 3u * TILE;
+    store_c(c30, r3, col); store_c(c31, r3, col + TILE);
+    store_c(c32, r3, col + 2u * TILE); store_c(c33, r3, col + 3u * TILE);
+}
+
+/// Stage A rows [row0, row0 + rows) x [kk, kk + BK) and B rows [kk, kk + BK) x
+/// [col0, col0 + 64) into workgroup memory; `threads` invocations, one vec4<f16> each per step.
+fn stage_chunk(lid: u32, threads: u32, row0: u32, rows: u32, col0: u32, kk: u32) {
+    for (var i = lid; i < rows * (BK / 4u); i += threads) {
+        let r = i / (BK / 4u);
+        let c4 = i % (BK / 4u);
+        a_tile[r * A_ROW4 + c4] = a[((row0 + r) * DIM + kk) / 4u + c4];
+    }
+    for (var i = lid; i < BK * 16u; i += threads) {
+        let r = i / 16u;
+        let c4 = i % 16u;
+        b_tile[r * B_ROW4 + c4] = b[((kk + r) * DIM + col0) / 4u + c4];
+    }
+}
+
+/// One subgroup's 32 x 32 block from the staged chunk: rows [r, r + 32) of a_tile, columns
+/// [cc, cc + 32) of b_tile, BK / 16 steps.
+fn mma_staged_2x2(r: u32, cc: u32, acc: ptr<function, array<Acc, 4>>) {
+    mma_staged_2x2_strides(r, cc, A_ROW4, B_ROW4, acc);
+}
+
+/// `mma_staged_2x2` with the staged rows' strides (in vec4<f16>) as arguments.
+fn mma_staged_2x2_strides(r: u32, cc: u32, sa: u32, sb: u32, acc: ptr<function, array<Acc, 4>>) {
+    for (var s = 0u; s < BK; s += TILE) {
+        let a0 = coopLoadT<MatA>(&a_tile[r * sa + s / 4u], sa);
+        let a1 = coopLoadT<MatA>(&a_tile[(r + TILE) * sa + s / 4u], sa);
+        let b0 = coopLoadT<MatB>(&b_tile[s * sb + cc / 4u], sb);
+        let b1 = coopLoadT<MatB>(&b_tile[s * sb + (cc + TILE) / 4u], sb);
+        (*acc)[0] = coopMultiplyAdd(a0, b0, (*acc)[0]);
+        (*acc)[1] = coopMultiplyAdd(a0, b1, (*acc)[1]);
+        (*acc)[2] = coopMultiplyAdd(a1, b0, (*acc)[2]);
+        (*acc)[3] = coopMultiplyAdd(a1, b1, (*acc)[3]);
+    }
+}
+
+fn store_2x2(acc: array<Acc, 4>, row: u32, col: u32) {
+    store_c(acc[0], row, col);
+    store_c(acc[1], row, col + TILE);
+    store_c(acc[2], row + TILE, col);
+    store_c(acc[3], row + TILE, col + TILE);
+}
+
+@compute @workgroup_size(128)
+fn matmul_shared_4sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 32u;
+    var acc: array<Acc, 4>;
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        stage_chunk(lid, 128u, row0, 64u, col0, kk);
+        workgroupBarrier();
+        mma_staged_2x2(r, cc, &acc);
+    }
+    store_2x2(acc, row0 + r, col0 + cc);
+}
+
+@compute @workgroup_size(256)
+fn matmul_shared_8sg(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 64u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 32u;
+    var acc: array<Acc, 4>;
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        stage_chunk(lid, 256u, row0, 128u, col0, kk);
+        workgroupBarrier();
+        mma_staged_2x2(r, cc, &acc);
+    }
+    store_2x2(acc, row0 + r, col0 + cc);
+}
+
+@compute @workgroup_size(128)
+fn matmul_shared_4sg_rt(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    // A_ROW4 and B_ROW4 at run time: c always has DIM * DIM / 4 > 0 elements.
+    let unknown = arrayLength(&c) == 0u;
+    let sa = select(A_ROW4, 1u, unknown);
+    let sb = select(B_ROW4, 1u, unknown);
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 32u;
+    var acc: array<Acc, 4>;
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        stage_chunk(lid, 128u, row0, 64u, col0, kk);
+        workgroupBarrier();
+        mma_staged_2x2_strides(r, cc, sa, sb, &acc);
+    }
+    store_2x2(acc, row0 + r, col0 + cc);
+}

@@ -1,0 +1,362 @@
+//! The ceiling of cooperative-matrix matmul through naga and the adapter's driver.
+//!
+//! `coop_matmul_throughput` (ignored: run by hand on a GPU with cooperative matrices)
+//! times the kernels of `shaders/coop_matmul_bench.wgsl` on C = A B, f16 inputs, f32
+//! accumulation, DIM x DIM (default 4096; `MINFERENCE_COOP_BENCH_DIM` picks another multiple
+//! of 128) with timestamp queries around each dispatch: the median of `REPS` dispatches after
+//! `WARMUP`, printed as TFLOP/s (2 DIM^3 per dispatch), each result spot-checked against f64.
+//! Where the adapter has no 16x16x16 f16->f32 cooperative matrices, no timestamp queries or
+//! subgroups other than 32 wide (lavapipe), it prints SKIPPED and passes.
+//!
+//! `coop_matmul_bench_shaders_validate` (not ignored, no GPU) checks that every entry point
+//! validates with naga and compiles to SPIR-V.
+
+use half::f16;
+use wgpu::util::DeviceExt;
+
+const SOURCE: &str = include_str!("../shaders/coop_matmul_bench.wgsl");
+const WARMUP: usize = 3;
+const REPS: usize = 15;
+
+/// One kernel of the benchmark: entry point, workgroup size, output block per workgroup
+/// (rows, columns) and what it shows.
+struct Kernel {
+    entry: &'static str,
+    block: (u32, u32),
+    what: &'static str,
+}
+
+const KERNELS: [Kernel; 7] = [
+    Kernel {
+        entry: "matmul_direct_1x1",
+        block: (32, 32),
+        what: "(a) storage loads, one 16x16 per subgroup, 4 subgroups",
+    },
+    Kernel {
+        entry: "matmul_direct_2x2",
+        block: (64, 64),
+        what: "(b) storage loads, 32x32 per subgroup (4 named accumulators), 4 subgroups",
+    },
+    Kernel {
+        entry: "matmul_direct_2x2_array",
+        block: (64, 64),
+        what: "(b') as (b), accumulators in a loop-indexed private array",
+    },
+    Kernel {
+        entry: "matmul_direct_4x4",
+        block: (128, 128),
+        what: "(b) storage loads, 64x64 per subgroup (16 accumulators), 4 subgroups",
+    },
+    Kernel {
+        entry: "matmul_shared_4sg",
+        block: (64, 64),
+        what: "(c) A/B chunks staged in workgroup memory, 32x32 per subgroup, 4 subgroups",
+    },
+    Kernel {
+        entry: "matmul_shared_8sg",
+        block: (128, 64),
+        what: "(c) A/B chunks staged in workgroup memory, 32x32 per subgroup, 8 subgroups",
+    },
+    Kernel {
+        entry: "matmul_shared_4sg_rt",
+        block: (64, 64),
+        what: "(c') as matmul_shared_4sg, coopLoad strides unknown at compile time",
+    },
+];
+
+#[test]
+fn coop_matmul_bench_shaders_validate() {
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    let module = naga::front::wgsl::parse_str(SOURCE)
+        .unwrap_or_else(|e| panic!("WGSL parse error:\n{}", e.emit_to_string(SOURCE)));
+    let caps =
+        Capabilities::COOPERATIVE_MATRIX | Capabilities::SHADER_FLOAT16 | Capabilities::SUBGROUP;
+    let info = naga::valid::Validator::new(ValidationFlags::all(), caps)
+        .subgroup_stages(ShaderStages::COMPUTE)
+        .subgroup_operations(SubgroupOperationSet::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("validation error:\n{}", e.emit_to_string(SOURCE)));
+    for k in &KERNELS {
+        let constants = [("DIM".to_string(), 4096.0)].into_iter().collect();
+        let (m, i) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, k.entry)),
+            &constants,
+        )
+        .unwrap_or_else(|e| panic!("{}: overrides: {e}", k.entry));
+        let options = naga::back::spv::Options {
+            lang_version: (1, 3),
+            ..Default::default()
+        };
+        let pipeline = naga::back::spv::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: k.entry.to_string(),
+        };
+        let words = naga::back::spv::write_vec(&m, &i, &options, Some(&pipeline))
+            .unwrap_or_else(|e| panic!("{}: SPIR-V error: {e}", k.entry));
+        assert!(words.len() > 100, "{}: {} words", k.entry, words.len());
+    }
+}
+
+fn skipped(why: &str) {
+    eprintln!("\n**********\nSKIPPED: coop matmul bench: {why}\n**********\n");
+}
+
+/// A device with cooperative matrices, f16, subgroups and timestamp queries, or why not.
+fn open() -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue), String> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    }))
+    .map_err(|e| format!("no adapter: {e}"))?;
+    let info = adapter.get_info();
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY;
+    let missing = needed - adapter.features();
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter_names().map(|(name, _)| name).collect();
+        return Err(format!(
+            "adapter `{}` lacks the wgpu features {}",
+            info.name,
+            names.join(", ")
+        ));
+    }
+    let has_config = adapter.cooperative_matrix_properties().iter().any(|c| {
+        (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+            && c.ab_type == wgpu::CooperativeScalarType::F16
+            && c.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if !has_config {
+        return Err(format!(
+            "adapter `{}` reports no 16x16x16 f16->f32 cooperative matrices",
+            info.name
+        ));
+    }
+    if (info.subgroup_min_size, info.subgroup_max_size) != (32, 32) {
+        return Err(format!(
+            "adapter `{}` has subgroups of {}..{} invocations; the kernels assume 32",
+            info.name, info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("coop matmul bench"),
+        required_features: needed,
+        required_limits: adapter.limits(),
+        // SAFETY: opting into wgpu's experimental cooperative matrices for this benchmark's
+        // own kernels, on a configuration the adapter reports.
+        experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    }))
+    .map_err(|e| format!("request_device: {e}"))?;
+    Ok((adapter, device, queue))
+}
+
+/// Deterministic values in [-1, 1) as f16 (a small LCG: no RNG state shared with other tests).
+fn values(n: usize, seed: u64) -> Vec<f16> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            f16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore]
+fn coop_matmul_throughput() {
+    let (adapter, device, queue) = match open() {
+        Ok(x) => x,
+        Err(why) => return skipped(&why),
+    };
+    let dim: u32 = std::env::var("MINFERENCE_COOP_BENCH_DIM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4096);
+    assert!(
+        dim % 128 == 0,
+        "MINFERENCE_COOP_BENCH_DIM must be a multiple of 128"
+    );
+    let info = adapter.get_info();
+    eprintln!(
+        "device: {} ({:?}, {} {})",
+        info.name, info.backend, info.driver, info.driver_info
+    );
+    let n = (dim * dim) as usize;
+    let (ha, hb) = (values(n, 1), values(n, 2));
+    let init = |label: &str, data: &[f16]| {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+    };
+    let (a, b) = (init("a", &ha), init("b", &hb));
+    let c_bytes = (n * 4) as u64;
+    let c = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("c"),
+        size: c_bytes,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let staging = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("c staging"),
+        size: c_bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let runs = (WARMUP + REPS) as u32;
+    let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+        label: Some("coop bench timestamps"),
+        ty: wgpu::QueryType::Timestamp,
+        count: 2 * runs,
+    });
+    let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("timestamps"),
+        size: 16 * runs as u64,
+        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let stamps = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("timestamps staging"),
+        size: 16 * runs as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("coop_matmul_bench"),
+        source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
+    });
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("coop_matmul_bench"),
+        entries: &[0, 1, 2].map(|i| wgpu::BindGroupLayoutEntry {
+            binding: i,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: i < 2 },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }),
+    });
+    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("coop_matmul_bench"),
+        layout: &layout,
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: a.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: b.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: c.as_entire_binding(),
+            },
+        ],
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("coop_matmul_bench"),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let period_ns = queue.get_timestamp_period() as f64;
+    let flops = 2.0 * (dim as f64).powi(3);
+    let mut wrong = Vec::new();
+    eprintln!("C = A B, {dim} x {dim} x {dim}, f16 -> f32; median of {REPS} after {WARMUP} warm-up dispatches (timestamp queries)");
+    for k in &KERNELS {
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(k.entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("DIM", dim as f64)],
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.clear_buffer(&c, 0, None);
+        for run in 0..runs {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(k.entry),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * run),
+                    end_of_pass_write_index: Some(2 * run + 1),
+                }),
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(dim / k.block.1, dim / k.block.0, 1);
+        }
+        encoder.resolve_query_set(&queries, 0..2 * runs, &resolved, 0);
+        encoder.copy_buffer_to_buffer(&resolved, 0, &stamps, 0, 16 * runs as u64);
+        encoder.copy_buffer_to_buffer(&c, 0, &staging, 0, c_bytes);
+        queue.submit([encoder.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            eprintln!("{:<24} FAILED to build or run: {e}", k.entry);
+            wrong.push(k.entry);
+            continue;
+        }
+        stamps.map_async(wgpu::MapMode::Read, .., |r| r.expect("map timestamps"));
+        staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map c"));
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("poll");
+        let ticks: Vec<u64> =
+            bytemuck::pod_collect_to_vec(&stamps.get_mapped_range(..).expect("stamps"));
+        let got: Vec<f32> = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).expect("c"));
+        stamps.unmap();
+        staging.unmap();
+        let mut ms: Vec<f64> = (WARMUP..WARMUP + REPS)
+            .map(|r| ticks[2 * r + 1].wrapping_sub(ticks[2 * r]) as f64 * period_ns * 1e-6)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let median = ms[REPS / 2];
+        // Spot check 64 entries against f64 (inputs exact in f16; f32 accumulation).
+        let mut max_err = 0.0f64;
+        for t in 0..64usize {
+            let (i, j) = ((t * 977 + 13) % dim as usize, (t * 331 + 7) % dim as usize);
+            let want: f64 = (0..dim as usize)
+                .map(|l| ha[i * dim as usize + l].to_f64() * hb[l * dim as usize + j].to_f64())
+                .sum();
+            max_err = max_err.max((got[i * dim as usize + j] as f64 - want).abs());
+        }
+        let ok = max_err <= 1e-2;
+        if !ok {
+            wrong.push(k.entry);
+        }
+        eprintln!(
+            "{:<24} {median:8.3} ms {:8.1} TFLOP/s  (min {:.3} ms, max err {max_err:.1e}{})  {}",
+            k.entry,
+            flops / (median * 1e-3) / 1e12,
+            ms[0],
+            if ok { "" } else { " WRONG" },
+            k.what
+        );
+    }
+    assert!(
+        wrong.is_empty(),
+        "kernels with wrong results or errors: {wrong:?}"
+    );
+}
