@@ -415,6 +415,9 @@ impl CudaBackend {
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let arch = arch_name(major, minor);
         let stream = ctx.default_stream();
+        // SAFETY: the backend runs everything on this one stream, so cudarc's cross-stream
+        // event tracking (two events created per allocation) has nothing to order.
+        unsafe { ctx.disable_event_tracking() };
         Ok(Self {
             device: format!("{name} ({arch}), cudarc + NVRTC"),
             ctx,
@@ -511,29 +514,32 @@ impl CudaBackend {
 
     fn alloc_i32(&self, len: usize, fill: i32) -> Result<CudaSlice<i32>> {
         let len = len.max(1);
-        let mut s = self
-            .stream
-            .alloc_zeros::<i32>(len)
-            .map_err(|e| dev_err("alloc", e))?;
-        if fill != 0 {
-            let f = self.function(Family::VerticalSlashIndex, "index_fill_i32")?;
-            let n = len as u64;
-            let cfg = LaunchConfig {
-                grid_dim: (grid_1d(len, 256).min(65535), 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: `s` holds `len` i32; the kernel writes indices < n = len (grid-stride).
-            unsafe {
-                self.stream
-                    .launch_builder(&f)
-                    .arg(&mut s)
-                    .arg(&n)
-                    .arg(&fill)
-                    .launch(cfg)
-            }
-            .map_err(|e| dev_err("index_fill_i32", e))?;
+        if fill == 0 {
+            return self
+                .stream
+                .alloc_zeros::<i32>(len)
+                .map_err(|e| dev_err("alloc", e));
         }
+        // SAFETY: every element is written by the fill kernel below before any use (same
+        // stream).
+        let mut s = unsafe { self.stream.alloc::<i32>(len) }.map_err(|e| dev_err("alloc", e))?;
+        let f = self.function(Family::VerticalSlashIndex, "index_fill_i32")?;
+        let n = len as u64;
+        let cfg = LaunchConfig {
+            grid_dim: (grid_1d(len, 256).min(65535), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: `s` holds `len` i32; the kernel writes indices < n = len (grid-stride).
+        unsafe {
+            self.stream
+                .launch_builder(&f)
+                .arg(&mut s)
+                .arg(&n)
+                .arg(&fill)
+                .launch(cfg)
+        }
+        .map_err(|e| dev_err("index_fill_i32", e))?;
         Ok(s)
     }
 
