@@ -213,71 +213,92 @@ struct RowWriter {
         rs = fresh ? e - BLOCK : rs;
         open = true;
     }
-    // Step 1 for one selected offset of row block [end_m - BLOCK, end_m).
-    __device__ __forceinline__ void push_offset(int o, int end_m) {
-        if (o >= 0 && o < end_m) push_end(max(end_m - o, BLOCK));
+    // The open range after further ends up to e, none of them a break: it grows to the first
+    // 64-column boundary (from rs) at or past e.
+    __device__ __forceinline__ void extend_to(int e) {
+        if (e > re) re = rs + ((e - rs + BLOCK - 1) / BLOCK) * BLOCK;
     }
 };
 
-#define CONVERT_THREADS 64  // row blocks per CTA (one thread each)
-#define CONVERT_STAGE 2048  // offsets staged in shared memory at a time
+// First index i in [0, n) with a[i] >= x (a ascending), or n.
+__device__ __forceinline__ int lower_bound(const int* __restrict__ a, int n, int x) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (__ldg(a + mid) < x) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
 
-// One thread per row block: merge the selected diagonals into 64-column chunks and keep
-// the selected columns outside them (MInference's convert_vertical_slash_indexes). Every
-// thread walks the head's offsets from the largest down in lockstep, so they are staged
-// through shared memory (broadcast reads); the columns are read through the read-only cache.
+// Range breaks of each head's selected offsets (ascending): the positions t where the step
+// from offset si[t + 1] down to si[t] exceeds BLOCK. A row's ends are end_m - offset, so only
+// there can its merge start a new range: after an end e the open range ends at re with
+// e <= re < e + BLOCK, and a new range needs an end past re + BLOCK. One warp per head,
+// compacted with ballots.
+extern "C" __global__ void __launch_bounds__(32)
+    vs_gaps(const IndexParams p, const int* heads,
+            const int* __restrict__ slash_index, // [B, Hq, ns]
+            int* gaps,                           // [B, Hq, ns]: the first gap_count entries
+            int* gap_count) {                    // [B, Hq]
+    const int bh = blockIdx.x, h = bh % p.q_heads, lane = threadIdx.x;
+    if (heads[3 * h] != HEAD_VS) return;
+    const int ns_h = heads[3 * h + 2];
+    const int* si = slash_index + (size_t)bh * p.ns;
+    int* out = gaps + (size_t)bh * p.ns;
+    int total = 0;
+    for (int t0 = 0; t0 < ns_h - 1; t0 += 32) {
+        const int t = t0 + lane;
+        const bool gap = t < ns_h - 1 && si[t + 1] - si[t] > BLOCK;
+        const u32 ballot = __ballot_sync(0xffffffffu, gap);
+        if (gap) out[total + __popc(ballot & ((1u << lane) - 1u))] = t;
+        total += __popc(ballot);
+    }
+    if (lane == 0) gap_count[bh] = total;
+}
+
+#define CONVERT_THREADS 64 // row blocks per CTA (one thread each)
+
+// One thread per row block: merge the selected diagonals into 64-column chunks and keep the
+// selected columns outside them (MInference's convert_vertical_slash_indexes). The row's ends
+// are end_m - o for its offsets o < end_m, walked ascending; offsets in [end_m - 64, end_m)
+// all give the clamped end 64. Between range breaks (vs_gaps) the open range only grows to
+// the next 64-column boundary past the largest end, so the walk visits the breaks, not every
+// offset.
 extern "C" __global__ void __launch_bounds__(CONVERT_THREADS)
     vs_convert(const IndexParams p, const int* heads,
                const int* __restrict__ vertical_index, // [B, Hq, nv]
                const int* __restrict__ slash_index,    // [B, Hq, ns]
+               const int* __restrict__ gaps,           // [B, Hq, ns] (vs_gaps)
+               const int* __restrict__ gap_count,      // [B, Hq]
                int* block_count,                        // [B, Hq, R]
                int* block_offset,                       // [B, Hq, R, NNZ_S]
                int* column_count,                       // [B, Hq, R]
                int* column_index) {                     // [B, Hq, R, NNZ_V]
-    __shared__ int stage[CONVERT_STAGE];
     const int bh = blockIdx.y, h = bh % p.q_heads;
     if (heads[3 * h] != HEAD_VS) return;
     const int m = blockIdx.x * CONVERT_THREADS + threadIdx.x;
-    const bool live = m < p.rows;
+    if (m >= p.rows) return;
     const int nv_h = heads[3 * h + 1], ns_h = heads[3 * h + 2];
     const int* si = slash_index + (size_t)bh * p.ns;
-    const size_t row = (size_t)bh * p.rows + (live ? m : 0);
+    const int* g = gaps + (size_t)bh * p.ns;
+    const size_t row = (size_t)bh * p.rows + m;
     const int start_m = m * BLOCK, end_m = start_m + BLOCK;
     RowWriter w{block_offset + row * p.nnz_s, column_index + row * p.nnz_v, p.nnz_s, p.nnz_v,
                 vertical_index + (size_t)bh * p.nv, nv_h, start_m};
-    // Offsets ascending -> ends ascending when walked backwards; offset 0 (always selected)
-    // has the largest end and comes last. Offsets at or past the CTA's last row end are
-    // skipped by every thread.
-    const int cta_end = min((int)(blockIdx.x + 1) * CONVERT_THREADS, p.rows) * BLOCK;
-    int top = ns_h;
-    {
-        int lo = 0, hi = ns_h; // first t with si[t] >= cta_end (ascending; -1 padding sorts low)
-        while (lo < hi) {
-            const int mid = (lo + hi) / 2;
-            if (si[mid] >= cta_end) hi = mid; else lo = mid + 1;
+    const int u = lower_bound(si, ns_h, end_m - BLOCK); // offsets below u: unclamped ends
+    const int v = lower_bound(si, ns_h, end_m);         // offsets from v on: not this row's
+    if (v > u) w.push_end(BLOCK);
+    if (u > 0) {
+        w.push_end(end_m - __ldg(si + u - 1));
+        // Breaks between consecutive unclamped ends (t + 1 <= u - 1), ascending ends.
+        for (int k = lower_bound(g, gap_count[bh], u - 1) - 1; k >= 0; --k) {
+            const int t = __ldg(g + k);
+            w.extend_to(end_m - __ldg(si + t + 1));
+            w.push_end(end_m - __ldg(si + t));
         }
-        top = lo;
+        w.extend_to(end_m - __ldg(si));
     }
-    for (int hi = top; hi > 0; hi -= CONVERT_STAGE) {
-        const int lo = max(hi - CONVERT_STAGE, 0);
-        __syncthreads();
-        for (int t = lo + threadIdx.x; t < hi; t += CONVERT_THREADS) stage[t - lo] = si[t];
-        __syncthreads();
-        if (!live) continue;
-        // Four offsets per step, loaded together: the walk's chain is the merge, not the loads.
-        const int* st = stage - lo;
-        int t = hi - 1;
-        for (; t - 3 >= lo; t -= 4) {
-            const int o0 = st[t], o1 = st[t - 1], o2 = st[t - 2], o3 = st[t - 3];
-            w.push_offset(o0, end_m);
-            w.push_offset(o1, end_m);
-            w.push_offset(o2, end_m);
-            w.push_offset(o3, end_m);
-        }
-        for (; t >= lo; --t) w.push_offset(st[t], end_m);
-    }
-    if (!live) return;
-    w.push_end(end_m);
+    w.push_end(end_m); // offset 0: always part of the row
     w.close_range();
     w.columns_below(start_m);
     block_count[row] = w.count;

@@ -871,15 +871,36 @@ impl CudaBackend {
                 .launch(cfg)
         }
         .map_err(|e| dev_err("vs_select", e))?;
+        let mut gaps = self.alloc_i32(bh * meta.ns, 0)?;
+        let mut gap_count = self.alloc_i32(bh, 0)?;
+        let f = self.function(Family::VerticalSlashIndex, "vs_gaps")?;
+        let cfg = LaunchConfig {
+            grid_dim: (bh as u32, 1, 1),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: one warp per head reads its first ns_h <= ns selected offsets and writes
+        // fewer than ns_h positions into its row of `gaps` (bh * ns) and one count.
+        unsafe {
+            self.stream
+                .launch_builder(&f)
+                .arg(p)
+                .arg(heads)
+                .arg(&ix.slash_index)
+                .arg(&mut gaps)
+                .arg(&mut gap_count)
+                .launch(cfg)
+        }
+        .map_err(|e| dev_err("vs_gaps", e))?;
         let f = self.function(Family::VerticalSlashIndex, "vs_convert")?;
         let cfg = LaunchConfig {
             grid_dim: (grid_1d(meta.rows, CONVERT_THREADS), bh as u32, 1),
             block_dim: (CONVERT_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: one thread per row block m < R (threads past R only help stage); writes
-        // are bounded by NNZ_S / NNZ_V in the kernel; selections were just written ascending
-        // (the first ns_h / nv_h entries of each head's row are read).
+        // SAFETY: one thread per row block m < R; writes are bounded by NNZ_S / NNZ_V in the
+        // kernel; selections were just written ascending (the first ns_h / nv_h entries of
+        // each head's row are read) and gaps holds gap_count < ns_h positions t < ns_h - 1.
         unsafe {
             self.stream
                 .launch_builder(&f)
@@ -887,6 +908,8 @@ impl CudaBackend {
                 .arg(heads)
                 .arg(&ix.vertical_index)
                 .arg(&ix.slash_index)
+                .arg(&gaps)
+                .arg(&gap_count)
                 .arg(&mut ix.block_count)
                 .arg(&mut ix.block_offset)
                 .arg(&mut ix.column_count)
