@@ -144,13 +144,18 @@ const TILED_THREADS: u32 = 256;
 /// Workgroup memory of the tiled attention kernels: `stage` (16 KiB) + `p_tile` (16 KiB).
 const TILED_WORKGROUP_BYTES: u32 = 32768;
 
+/// Offsets per workgroup of `vertical_slash_estimate_slash` (`SLASH_THREADS` in WGSL).
+const VERTICAL_SLASH_SLASH_THREADS: usize = 256;
+
 const VERTICAL_SLASH_ESTIMATE: Family = Family {
     stem: "vertical_slash_estimate",
     source: concat!(
         include_str!("../../shaders/common.wgsl"),
         include_str!("../../shaders/vertical_slash_estimate.wgsl")
     ),
-    slots: &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
+    slots: &[
+        Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+    ],
 };
 
 const BLOCK_SPARSE_INDEX: Family = Family {
@@ -265,7 +270,8 @@ struct VerticalSlashEstimateParams {
     head_dim: u32,
     last_q: u32,
     scale_log2: f32,
-    _pad: u32,
+    /// Key tiles of `BLOCK_N` = 64 keys: `cdiv(N, 64)`.
+    tiles: u32,
 }
 
 /// Mirrors `BlockSparseIndexParams` in `block_sparse_index.wgsl`.
@@ -619,8 +625,8 @@ impl WgpuBackend {
             ("sparse_attention_coop", true) => "sparse_attention_coop_f16",
             ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
             ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
-            ("vertical_slash_estimate", false) => "vertical_slash_estimate_f32",
-            ("vertical_slash_estimate", true) => "vertical_slash_estimate_f16",
+            ("vertical_slash_estimate_sums", false) => "vertical_slash_estimate_sums_f32",
+            ("vertical_slash_estimate_sums", true) => "vertical_slash_estimate_sums_f16",
             ("block_sparse_index_pool", false) => "block_sparse_index_pool_f32",
             ("block_sparse_index_pool", true) => "block_sparse_index_pool_f16",
             _ => stem,
@@ -831,6 +837,7 @@ impl Backend for WgpuBackend {
         // Vertical-slash: estimate, then radix-select columns and offsets.
         let mut vs_lists = Vec::new();
         let vs_scores = if any_vs {
+            let tiles = n.div_ceil(BLOCK);
             let params = VerticalSlashEstimateParams {
                 batch: u32_of("batch", shape.batch)?,
                 q_heads: u32_of("q_heads", shape.q_heads)?,
@@ -839,30 +846,36 @@ impl Backend for WgpuBackend {
                 head_dim: u32_of("head_dim", d)?,
                 last_q: u32_of("last_q", LAST_Q.min(n))?,
                 scale_log2: (shape.scale() * LOG2E) as f32,
-                _pad: 0,
+                tiles: u32_of("tiles", tiles)?,
             };
             let params = ctx.uniform("vertical_slash_estimate", &params);
+            let tile_stats = ctx.storage("tile_stats", (bh_total * LAST_Q * tiles * 8) as u64)?;
             let row_stats = ctx.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
             let scores = ctx.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
+            let slash_lower = ctx.storage("slash_lower", (bh_total * n * 4) as u64)?;
             let bufs = [
-                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &row_stats, &scores,
+                &params,
+                &qt.buffer,
+                &kt.buffer,
+                &kt.buffer,
+                &head_kind,
+                &tile_stats,
+                &row_stats,
+                &scores,
+                &slash_lower,
             ];
-            let stats = ctx.kernel(
-                &VERTICAL_SLASH_ESTIMATE,
-                Self::entry("vertical_slash_estimate_stats", f16),
-            )?;
-            ctx.dispatch(
-                &mut encoder,
-                &stats,
-                &bufs,
-                [u32_of("last_q", LAST_Q.min(n))?, heads_u32, 1],
-            )?;
-            let est = ctx.kernel(
-                &VERTICAL_SLASH_ESTIMATE,
-                Self::entry("vertical_slash_estimate", f16),
-            )?;
-            let grid_x = u32_of("seq_len", n.div_ceil(64))?;
-            ctx.dispatch(&mut encoder, &est, &bufs, [grid_x, heads_u32, 1])?;
+            let tiles_u32 = u32_of("tiles", tiles)?;
+            let family = &VERTICAL_SLASH_ESTIMATE;
+            let stats = ctx.kernel(family, Self::entry("vertical_slash_estimate_stats", f16))?;
+            ctx.dispatch(&mut encoder, &stats, &bufs, [tiles_u32, heads_u32, 1])?;
+            let combine = ctx.kernel(family, "vertical_slash_estimate_combine")?;
+            let last_q = u32_of("last_q", LAST_Q.min(n))?;
+            ctx.dispatch(&mut encoder, &combine, &bufs, [last_q, heads_u32, 1])?;
+            let sums = ctx.kernel(family, Self::entry("vertical_slash_estimate_sums", f16))?;
+            ctx.dispatch(&mut encoder, &sums, &bufs, [tiles_u32, heads_u32, 1])?;
+            let slash = ctx.kernel(family, "vertical_slash_estimate_slash")?;
+            let grid_x = u32_of("seq_len", n.div_ceil(VERTICAL_SLASH_SLASH_THREADS))?;
+            ctx.dispatch(&mut encoder, &slash, &bufs, [grid_x, heads_u32, 1])?;
             for bh in 0..bh_total {
                 if let Pattern::VerticalSlash { vertical, slash } = patterns[bh % shape.q_heads] {
                     let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
