@@ -173,6 +173,9 @@ const TOP_K_SELECT: Family = Family {
     slots: &[Uniform, Read, Read, ReadWrite],
 };
 
+/// Row blocks per workgroup of `vertical_slash_index` (`ROWS` in WGSL).
+const CONVERT_ROWS: usize = 32;
+
 const VERTICAL_SLASH_INDEX: Family = Family {
     stem: "vertical_slash_index",
     source: include_str!("../../shaders/vertical_slash_index.wgsl"),
@@ -1004,7 +1007,7 @@ impl Backend for WgpuBackend {
                 &column_count,
                 &column_index,
             ],
-            [u32_of("rows", r.div_ceil(64))?, heads_u32, 1],
+            [u32_of("rows", r.div_ceil(CONVERT_ROWS))?, heads_u32, 1],
         )?;
         ctx.submit("build_index", encoder)?;
         Ok(DeviceIndex::new(
