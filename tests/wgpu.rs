@@ -126,6 +126,107 @@ fn buffers_over_the_binding_limit_are_errors() {
     );
 }
 
+/// The WGSL index pipeline at lengths the shared suite does not reach: many key tiles
+/// (a partial last one), slash budgets far beyond the 100 forced offsets (the diagonal sums
+/// split over two tiles), offset lists longer than one staged chunk of the conversion
+/// (2048), a column list too long to stage (over 1536: read from storage), top-k lists
+/// longer than one compaction pass, GQA, batch 2, mixed kinds. Selections against float64
+/// with a tolerance 50x tighter than the suite's, and the kernel index exactly the
+/// conversion of its own selections.
+#[test]
+fn index_at_longer_lengths_matches_the_reference() {
+    use minference::generate::{random_qkv, structured_qkv, HeadKind};
+    use minference::index::vertical_slash_scores;
+    use minference::pattern::{FORCED_COLUMNS, FORCED_OFFSETS};
+    use minference::vectors::{check_index_against_reference, same_top_k};
+    use minference::{AttnShape, DType, Pattern};
+    let b = or_skip!();
+    let vs = |vertical, slash| Pattern::VerticalSlash { vertical, slash };
+    let cases = [
+        (
+            AttnShape::new(2, 2, 1, 4500, 64).unwrap(),
+            DType::F16,
+            vec![vs(300, 2500); 2],
+            false,
+        ),
+        (
+            AttnShape::new(1, 3, 3, 2113, 128).unwrap(),
+            DType::F32,
+            vec![
+                vs(1600, 700),
+                Pattern::BlockSparse { top_k: 5 },
+                vs(40, 4000),
+            ],
+            true,
+        ),
+    ];
+    for (seed, (shape, dtype, patterns, structured)) in cases.into_iter().enumerate() {
+        let (bs, hq, hkv, n, d) = (
+            shape.batch,
+            shape.q_heads,
+            shape.kv_heads,
+            shape.seq_len,
+            shape.head_dim,
+        );
+        let (q, k, v) = if structured {
+            let kinds: Vec<HeadKind> = (0..hq).map(|h| HeadKind::CYCLE[h % 3]).collect();
+            structured_qkv(bs, hkv, n, d, &kinds, dtype, seed as u64).unwrap()
+        } else {
+            random_qkv(bs, hq, hkv, n, d, dtype, seed as u64).unwrap()
+        };
+        let ix = b
+            .build_index(&b.upload(&q).unwrap(), &b.upload(&k).unwrap(), &patterns)
+            .unwrap();
+        let got = b.download_index(&ix).unwrap();
+        let what = format!("{shape:?} {dtype} {patterns:?}");
+        check_index_against_reference(&shape, &q, &k, &v, &patterns, &got)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (qf, kf) = (q.to_f64(), k.to_f64());
+        let m = &got.meta;
+        for bh in 0..bs * hq {
+            let (bi, h) = (bh / hq, bh % hq);
+            let Pattern::VerticalSlash { vertical, slash } = patterns[h] else {
+                continue;
+            };
+            let (mut vsc, mut ssc) = vertical_slash_scores(
+                &qf[shape.q_offset(bi, h)..shape.q_offset(bi, h) + n * d],
+                &kf[shape.kv_offset(bi, h)..shape.kv_offset(bi, h) + n * d],
+                n,
+                d,
+                shape.scale(),
+            );
+            vsc.iter_mut()
+                .take(FORCED_COLUMNS)
+                .for_each(|x| *x = f64::INFINITY);
+            ssc.iter_mut()
+                .take(FORCED_OFFSETS)
+                .for_each(|x| *x = f64::INFINITY);
+            let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
+            let (wv, ws) = (m.nv, m.ns);
+            for (name, got_sel, scores, budget) in [
+                (
+                    "vertical_index",
+                    &got.vertical_index[bh * wv..(bh + 1) * wv],
+                    &vsc,
+                    nv,
+                ),
+                (
+                    "slash_index",
+                    &got.slash_index[bh * ws..(bh + 1) * ws],
+                    &ssc,
+                    ns,
+                ),
+            ] {
+                let want_sel = minference::index::select_top(scores, budget);
+                assert!(
+                    same_top_k(got_sel, &want_sel, scores, 2e-5),
+                    "{what}: b{bi} h{h} {name}: {got_sel:?} != {want_sel:?} beyond 2e-5 near-ties"
+                );
+            }
+        }
+    }
+}
+
 /// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
 /// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
 /// TFLOP/s count useful work (4 D per attended pair). `MINFERENCE_WGPU_VARIANT` picks the variant.
