@@ -317,6 +317,71 @@ fn bench_dense_vs_sparse() {
     }
 }
 
+/// Where the index time goes (run by hand on a GPU: `--ignored bench_index_stages
+/// --nocapture`): H = 8, D = 128, f16, vertical-slash 1000/6096 on every head (the
+/// `bench_dense_vs_sparse` setting); the median of a plain `build_index`, then the median
+/// time of every kernel submitted alone (each includes one submit-to-completion round trip).
+/// `MINFERENCE_BENCH_N` picks the lengths (default 4096,16384); `MINFERENCE_BENCH_REPS` the
+/// repetitions (default 5).
+#[test]
+#[ignore]
+fn bench_index_stages() {
+    use minference::{AttnShape, DType, Pattern};
+    use std::time::Instant;
+    let Some(_) = wgpu() else { return };
+    let b = WgpuBackend::new().expect("opened a moment ago");
+    eprintln!("device: {}", b.info().device);
+    let ns: Vec<usize> = std::env::var("MINFERENCE_BENCH_N")
+        .unwrap_or_else(|_| "4096,16384".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let reps: usize = std::env::var("MINFERENCE_BENCH_REPS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let (h, d) = (8, 128);
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    for n in ns {
+        AttnShape::new(1, h, h, n, d).unwrap();
+        let (q, k, _) = minference::generate::random_qkv(1, h, h, n, d, DType::F16, 1).unwrap();
+        let (q, k) = (b.upload(&q).unwrap(), b.upload(&k).unwrap());
+        let pats = vec![
+            Pattern::VerticalSlash {
+                vertical: 1000,
+                slash: 6096
+            };
+            h
+        ];
+        b.build_index(&q, &k, &pats).unwrap();
+        b.synchronize().unwrap();
+        let total = median(
+            (0..reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    b.build_index(&q, &k, &pats).unwrap();
+                    b.synchronize().unwrap();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let runs: Vec<Vec<(String, f64)>> = (0..reps)
+            .map(|_| b.index_stage_times(&q, &k, &pats).unwrap())
+            .collect();
+        eprintln!(
+            "wgpu/f16/N={n}/H={h}: build_index {total:.3} ms; stages (each submitted alone):"
+        );
+        for (i, (name, _)) in runs[0].iter().enumerate() {
+            let t = median(runs.iter().map(|r| r[i].1).collect());
+            eprintln!("  {name:<50} {t:9.3} ms");
+        }
+    }
+}
+
 variant_suite!(coop, super::Variant::CoopMatrix);
 
 /// Every cooperative-matrix WGSL module parses, validates with the capabilities the coop
