@@ -2,7 +2,11 @@
 // vertical-slash rows exactly as src/index.rs `convert_vertical_slash_row` (MInference's
 // `convert_vertical_slash_indexes`), block-sparse rows as `block_index * 64`, other heads
 // empty (count 0, all -1).
-// Grid: (cdiv(R, ROWS), B * Hq), ROWS = 32 row blocks (invocations) per workgroup.
+// Two entry points, dispatched in order:
+// - `vertical_slash_index_fill`: grid (FILL_GROUPS, 2): every entry of block_offset (y = 0)
+//   and column_index (y = 1) to -1 (the padding), coalesced;
+// - `vertical_slash_index`: grid (cdiv(R, ROWS), B * Hq), ROWS = 32 row blocks (invocations)
+//   per workgroup: the counts and the valid entries.
 //
 // The selections come from top_k_select: per head, the valid entries ascending, then -1
 // padding. A vertical-slash row block m (rows [64m, 64m + 64), end_m = 64m + 64) uses the
@@ -10,11 +14,11 @@
 // head's offsets in workgroup memory OFFSET_CHUNK at a time, from the top of the list down
 // (the prefix of its last row block), and each invocation walks its part of every chunk
 // backwards: ends e = max(end_m - o, 64) ascending, merged into ranges (steps 1-2), then
-// offset 0. Each closed range is written as its 64-column chunks (step 3), and the selected
-// columns below it that no range holds are emitted on the way (step 4: ranges and columns
-// both ascend, so one pointer per invocation walks the columns once). The columns are read
-// from workgroup memory when the list fits COLUMN_STAGE, else from storage. The -1 padding
-// of every row is written by the whole workgroup, row by row (coalesced).
+// offset 0. Each range's 64-column chunks are written as the range reaches them (step 3),
+// and when a range closes, the selected columns below it that no range holds are emitted
+// (step 4: ranges and columns both ascend, so one pointer per invocation walks the columns
+// once). The columns are read from workgroup memory when the list fits COLUMN_STAGE, else
+// from storage. The walk is one flat loop (see `vertical_slash_rows`).
 
 struct VerticalSlashIndexParams {
     q_heads: u32,
@@ -26,9 +30,9 @@ struct VerticalSlashIndexParams {
     nnz_v: u32,  // width of column_index
     slash_at: u32, // slash_index's offset in `selections`
     block_at: u32, // block_index's offset in `selections`
+    heads: u32,  // B * Hq
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: VerticalSlashIndexParams;
@@ -46,13 +50,14 @@ const ROWS: u32 = 32u;
 const OFFSET_CHUNK: u32 = 2048u;
 /// Longest column list staged whole: 6 KiB.
 const COLUMN_STAGE: u32 = 1536u;
+/// Workgroups along x of the fill (each invocation strides over its array).
+const FILL_GROUPS: u32 = 1024u;
+const FILL_THREADS: u32 = 256u;
 const KIND_VERTICAL_SLASH: u32 = 1u;
 const KIND_BLOCK_SPARSE: u32 = 2u;
 
 var<workgroup> wg_offsets: array<i32, OFFSET_CHUNK>;
 var<workgroup> wg_columns: array<i32, COLUMN_STAGE>;
-// Per row of the workgroup: chunks and columns written (for the padding).
-var<workgroup> wg_counts: array<vec2<u32>, ROWS>;
 var<workgroup> wg_top: u32; // offsets used by the workgroup's last row block
 
 var<private> chunks: u32;       // chunks written so far in this row
@@ -68,6 +73,11 @@ var<private> start_m: i32;      // first row of this row block
 var<private> range_open: bool;
 var<private> range_start: i32;
 var<private> range_end: i32;
+// Column work left by the last closed range [pending_start, pending_end): the columns below
+// it are emitted, those inside it skipped.
+var<private> pending: bool;
+var<private> pending_start: i32;
+var<private> pending_end: i32;
 
 fn push_chunk(s: i32) {
     if chunks < params.nnz_s {
@@ -84,44 +94,76 @@ fn column_at(t: u32) -> i32 {
     return selections[vertical_at + t];
 }
 
-/// Emit the columns c < limit not handled yet that precede the row block and are not
-/// `skip_from <= c` (columns in [skip_from, limit) lie in the range being closed).
-fn emit_columns(skip_from: i32, limit: i32) {
-    for (; next_column < params.nv; next_column++) {
-        let c = column_at(next_column);
-        if c < 0 || c >= limit {
-            return; // padding (the list's end), or a column of a later range or of none yet
-        }
-        if c < skip_from && c < start_m && c != last_column && columns < params.nnz_v {
-            column_index[column_row_at + columns] = c;
-            columns += 1u;
-            last_column = c;
-        }
+/// The next column handled, or -1 at the list's end (padding included).
+fn next_column_value() -> i32 {
+    if next_column < params.nv {
+        return column_at(next_column);
+    }
+    return -1;
+}
+
+fn emit_column(c: i32) {
+    if c != last_column && columns < params.nnz_v {
+        column_index[column_row_at + columns] = c;
+        columns += 1u;
+        last_column = c;
     }
 }
 
-/// Close the open range: its 64-column chunk starts (step 3), and the columns before it that
-/// no range holds (step 4).
-fn flush_range() {
-    for (var x = range_start; x < range_end; x += BLOCK) {
-        push_chunk(x);
+/// One step of the pending column work: the next column is emitted if it precedes the
+/// closed range (no range holds it: earlier ranges' columns were stepped past already),
+/// stepped past if inside it; at or past the range's end, the work is done. Range starts
+/// are at most start_m (ends at most end_m), so emitted columns precede the row block.
+fn column_step() {
+    let c = next_column_value();
+    if c < 0 || c >= pending_end {
+        pending = false;
+        return;
     }
-    emit_columns(range_start, range_end);
+    if c < pending_start {
+        emit_column(c);
+    }
+    next_column += 1u;
+}
+
+/// Close the open range: its column work becomes pending.
+fn close_range() {
+    pending = true;
+    pending_start = range_start;
+    pending_end = range_end;
+}
+
+/// Open the range [e - 64, e) with its first chunk.
+fn open_range(e: i32) {
+    range_open = true;
+    range_start = e - BLOCK;
+    range_end = e;
+    push_chunk(range_start);
 }
 
 /// Step 2 for the next end e (ends come ascending): open, extend by one chunk (MInference's
-/// rule: range_end += 64, whatever e is), or close the range and open a new one.
+/// rule: range_end += 64, whatever e is), or close the range and open a new one. Each
+/// chunk (step 3) is written as its range reaches it, so chunks come out ascending. Only
+/// called with no column work pending.
 fn push_end(e: i32) {
     if !range_open {
-        range_start = e - BLOCK;
-        range_end = e;
-        range_open = true;
+        open_range(e);
     } else if e > range_end + BLOCK {
-        flush_range();
-        range_start = e - BLOCK;
-        range_end = e;
+        close_range();
+        open_range(e);
     } else if e > range_end {
+        push_chunk(range_end);
         range_end += BLOCK;
+    }
+}
+
+/// Do the pending column work.
+fn finish_pending() {
+    loop {
+        if !pending {
+            break;
+        }
+        column_step();
     }
 }
 
@@ -151,6 +193,7 @@ fn vertical_slash_rows(bh: u32, m0: u32, m: u32, lid: u32) {
     next_column = 0u;
     last_column = -1;
     range_open = false;
+    pending = false;
     // Stage the column list when it fits.
     columns_staged = params.nv <= COLUMN_STAGE;
     if columns_staged {
@@ -176,15 +219,37 @@ fn vertical_slash_rows(bh: u32, m0: u32, m: u32, lid: u32) {
             wg_offsets[t - lo] = selections[slash_at + t];
         }
         workgroupBarrier();
-        for (var t = min(hi, mine); t > lo; t--) {
-            push_end(max(end_m - wg_offsets[t - 1u - lo], BLOCK));
+        // One loop, one unit of work per iteration (a column step while column work is
+        // pending, else the next offset), no loop nested in it: llvmpipe's loop limit counts
+        // the iterations of loops inside untaken branches too.
+        var t = min(hi, mine);
+        loop {
+            if pending {
+                column_step();
+                continue;
+            }
+            if t <= lo {
+                break;
+            }
+            t -= 1u;
+            push_end(max(end_m - wg_offsets[t - lo], BLOCK));
         }
     }
     if valid {
-        // Offset 0, always selected: the largest end.
+        // Offset 0, always selected: the largest end; then the last range's column work and
+        // the columns after it.
         push_end(end_m);
-        flush_range();
-        emit_columns(end_m, end_m); // the columns after the last range
+        finish_pending();
+        close_range();
+        finish_pending();
+        loop {
+            let c = next_column_value();
+            if c < 0 || c >= start_m {
+                break;
+            }
+            emit_column(c);
+            next_column += 1u;
+        }
     }
 }
 
@@ -218,18 +283,20 @@ fn vertical_slash_index(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         block_count[row_at] = i32(chunks);
         column_count[row_at] = i32(columns);
     }
-    wg_counts[lid] = vec2<u32>(chunks, columns);
-    workgroupBarrier();
-    // The -1 padding, row by row, the workgroup's invocations side by side.
-    let rows_here = min(m0 + ROWS, params.rows) - m0;
-    for (var r = 0u; r < rows_here; r++) {
-        let at = bh * params.rows + m0 + r;
-        let counts = wg_counts[r];
-        for (var x = counts.x + lid; x < params.nnz_s; x += ROWS) {
-            block_offset[at * params.nnz_s + x] = -1;
+}
+
+@compute @workgroup_size(256)
+fn vertical_slash_index_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let stride = FILL_GROUPS * FILL_THREADS;
+    let first = wid.x * FILL_THREADS + lid;
+    let rows = params.heads * params.rows;
+    if wid.y == 0u {
+        for (var i = first; i < rows * params.nnz_s; i += stride) {
+            block_offset[i] = -1;
         }
-        for (var x = counts.y + lid; x < params.nnz_v; x += ROWS) {
-            column_index[at * params.nnz_v + x] = -1;
+    } else {
+        for (var i = first; i < rows * params.nnz_v; i += stride) {
+            column_index[i] = -1;
         }
     }
 }

@@ -168,6 +168,14 @@ fn index_at_longer_lengths_matches_the_reference() {
             vec![vs(3000, 3000)],
             "zero q",
         ),
+        // Every column and offset: the conversion's longest walks (about 16000 loop
+        // iterations per invocation; llvmpipe's limit is 65535).
+        (
+            AttnShape::new(1, 1, 1, 8000, 64).unwrap(),
+            DType::F16,
+            vec![vs(8000, 8000)],
+            "random",
+        ),
     ];
     for (seed, (shape, dtype, patterns, inputs)) in cases.into_iter().enumerate() {
         let (bs, hq, hkv, n, d) = (
@@ -576,4 +584,27 @@ fn llvmpipe_loop_limit_is_an_error_not_missing_rows() {
         let o = run(&*tiled, 1000).unwrap_or_else(|e| panic!("{e}"));
         assert!(o.iter().all(|x| x.is_finite()), "unwritten rows (tiled)");
     }
+    // The index: budgets of N at N = 33000 make the conversion walk 33000 offsets and
+    // columns per row block: refused. (Budgets 300/2500 at N = 4500 run, complete, in
+    // `index_at_longer_lengths_matches_the_reference`.)
+    let n = 33000;
+    let (q, k, _) = random_qkv(1, 1, 1, n, 64, DType::F16, 6).unwrap();
+    let e = rowwise
+        .build_index(
+            &rowwise.upload(&q).unwrap(),
+            &rowwise.upload(&k).unwrap(),
+            &[minference::Pattern::VerticalSlash {
+                vertical: n,
+                slash: n,
+            }],
+        )
+        .err()
+        .expect("budgets of N = 33000 pass the loop limit");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, minference::Error::Unsupported { .. })
+            && msg.contains("65535")
+            && msg.contains("vertical_slash_index"),
+        "{msg}"
+    );
 }

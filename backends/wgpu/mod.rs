@@ -175,6 +175,8 @@ const TOP_K_SELECT: Family = Family {
 
 /// Row blocks per workgroup of `vertical_slash_index` (`ROWS` in WGSL).
 const CONVERT_ROWS: usize = 32;
+/// Workgroups of `vertical_slash_index_fill` (`FILL_GROUPS` in WGSL: its stride).
+const CONVERT_FILL_GROUPS: u32 = 1024;
 
 const VERTICAL_SLASH_INDEX: Family = Family {
     stem: "vertical_slash_index",
@@ -325,7 +327,8 @@ struct VerticalSlashIndexParams {
     nnz_v: u32,
     slash_at: u32,
     block_at: u32,
-    _pad: [u32; 3],
+    heads: u32,
+    _pad: [u32; 2],
 }
 
 /// A tensor on the device: f32 words, or f16 pairs packed in u32 words.
@@ -544,8 +547,7 @@ impl WgpuBackend {
         head_dim: usize,
         max_keys: usize,
     ) -> Result<()> {
-        let a = &self.ctx.adapter_info;
-        if !(a.driver.contains("llvmpipe") || a.name.contains("llvmpipe")) {
+        if !self.is_llvmpipe() {
             return Ok(());
         }
         let need = if variant == Variant::Rowwise {
@@ -562,6 +564,60 @@ impl WgpuBackend {
                      limit of {} (it would leave rows unwritten); use fewer keys, the tiled \
                      variant, or a GPU",
                     family.stem,
+                    Self::LLVMPIPE_LOOP_LIMIT
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn is_llvmpipe(&self) -> bool {
+        let a = &self.ctx.adapter_info;
+        a.driver.contains("llvmpipe") || a.name.contains("llvmpipe")
+    }
+
+    /// On llvmpipe, an error instead of a silently incomplete index when an index kernel's
+    /// loop iterations per invocation may pass the limit. llvmpipe also counts one iteration
+    /// of every loop nested in an untaken branch of a loop, so the kernels keep their long
+    /// loops flat; the bounds below follow their loops:
+    /// - `vertical_slash_index`: the walk, one offset (<= ns) or one column step (<= nv,
+    ///   plus one per closed range: <= nnz_s) per iteration; the staging of the offsets
+    ///   (ns / 32) and of the columns (nv / 32); two binary searches; the block-sparse
+    ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop;
+    /// - `top_k_select`: 4 radix passes of len / 1024 steps plus a 256-bin scan, the
+    ///   compaction's len / 2048 steps of 8 + 8 keys plus a scan, the padding (width / 256);
+    /// - `vertical_slash_estimate`: fixed per tile, but the combine folds cdiv(N, 64) / 64
+    ///   tiles per invocation.
+    ///
+    /// Measured on lavapipe (LLVM 15, 256 bits) with budgets of N: N = 30000 (bound 62.5k)
+    /// converts completely, N = 45000 (bound 93.6k) did not.
+    fn check_index_loop_budget(&self, meta: &IndexMeta) -> Result<()> {
+        if !self.is_llvmpipe() {
+            return Ok(());
+        }
+        let (n, ns, nv) = (meta.shape.seq_len, meta.ns, meta.nv);
+        let scan = 8 + 2;
+        let fill = (meta.heads_total() * meta.rows * meta.nnz_s.max(meta.nnz_v))
+            / (CONVERT_FILL_GROUPS as usize * 256)
+            + 2;
+        let convert = ns + ns / 32 + nv + nv / 32 + meta.nnz_s + meta.top_k + 128;
+        let top_k = 4 * (n / 1024 + 1 + scan) + (n / 2048 + 1) * (16 + scan) + n / 256 + 16;
+        let estimate = n.div_ceil(BLOCK) / 64 + 256;
+        let (need, kernel) = [
+            (convert.max(fill), VERTICAL_SLASH_INDEX.stem),
+            (top_k, TOP_K_SELECT.stem),
+            (estimate, VERTICAL_SLASH_ESTIMATE.stem),
+        ]
+        .into_iter()
+        .max_by_key(|&(need, _)| need)
+        .unwrap_or((0, ""));
+        if need > Self::LLVMPIPE_LOOP_LIMIT {
+            return Err(crate::Error::Unsupported {
+                backend: NAME,
+                what: format!(
+                    "the index at N = {n} (nv {nv}, ns {ns}) on llvmpipe (lavapipe): `{kernel}` \
+                     takes about {need} loop iterations per invocation, over llvmpipe's limit \
+                     of {} (it would leave the index incomplete); use smaller budgets or a GPU",
                     Self::LLVMPIPE_LOOP_LIMIT
                 ),
             });
@@ -789,6 +845,7 @@ impl WgpuBackend {
     ) -> Result<DeviceIndex> {
         let shape = check_qkv(&self.info(), q, k, k, None)?;
         let meta = IndexMeta::new(shape, patterns)?;
+        self.check_index_loop_budget(&meta)?;
         let (qt, kt) = (self.tensor(q, "q")?, self.tensor(k, "k")?);
         let (n, d, r) = (shape.seq_len, shape.head_dim, meta.rows);
         let bh_total = meta.heads_total();
@@ -974,21 +1031,25 @@ impl WgpuBackend {
             nnz_v: u32_of("nnz_v", meta.nnz_v)?,
             slash_at: u32_of("slash_index", slash_at)?,
             block_at: u32_of("block_index", block_at)?,
-            _pad: [0; 3],
+            heads: heads_u32,
+            _pad: [0; 2],
         };
         let params = ctx.uniform("vertical_slash_index", &params);
+        let index_bufs = [
+            &params,
+            &head_kind,
+            &selections,
+            &block_count,
+            &block_offset,
+            &column_count,
+            &column_index,
+        ];
+        let fill = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index_fill")?;
+        stages.dispatch(&fill, &index_bufs, [CONVERT_FILL_GROUPS, 2, 1])?;
         let convert = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index")?;
         stages.dispatch(
             &convert,
-            &[
-                &params,
-                &head_kind,
-                &selections,
-                &block_count,
-                &block_offset,
-                &column_count,
-                &column_index,
-            ],
+            &index_bufs,
             [u32_of("rows", r.div_ceil(CONVERT_ROWS))?, heads_u32, 1],
         )?;
         stages.finish()?;
