@@ -1,11 +1,12 @@
 //! The WGSL backend on wgpu: every stage on the GPU, no host round trip between stages.
 //!
 //! Kernels (one `shaders/*.wgsl` file per family, entry points `{stem}_{dtype}`):
-//! - `vertical_slash_estimate`: last-64-query softmax, column and diagonal sums, forced entries;
+//! - `vertical_slash_estimate`: last-64-query softmax on 64-key score tiles (stats, combine),
+//!   column and diagonal sums (sums, slash), forced entries;
 //! - `block_sparse_index`: mean pooling and block scores;
 //! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller index);
-//! - `vertical_slash_index`: conversion of the selections to `block_count`/`block_offset`/
-//!   `column_count`/`column_index` (block-sparse rows included);
+//! - `vertical_slash_index`: the -1 padding (fill), then the conversion of the selections to
+//!   `block_count`/`block_offset`/`column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
 //!   with an f32 online softmax, in one family per [`Variant`]:
 //!   - [`Variant::Rowwise`] (`attention_core.wgsl`): one query row per invocation, K/V read
