@@ -126,6 +126,137 @@ fn buffers_over_the_binding_limit_are_errors() {
     );
 }
 
+/// The WGSL index pipeline at lengths the shared suite does not reach: many key tiles
+/// (a partial last one), slash budgets far beyond the 100 forced offsets (the diagonal sums
+/// split over two tiles), offset lists longer than one staged chunk of the conversion
+/// (2048), a column list too long to stage (over 1536: read from storage), top-k lists
+/// longer than one compaction pass, GQA, batch 2, mixed kinds. Selections against float64
+/// with a tolerance 50x tighter than the suite's, and the kernel index exactly the
+/// conversion of its own selections.
+#[test]
+fn index_at_longer_lengths_matches_the_reference() {
+    use minference::generate::{random_qkv, structured_qkv, HeadKind};
+    use minference::index::vertical_slash_scores;
+    use minference::pattern::{FORCED_COLUMNS, FORCED_OFFSETS};
+    use minference::vectors::{check_index_against_reference, same_top_k};
+    use minference::{AttnShape, DType, Pattern};
+    let b = or_skip!();
+    let vs = |vertical, slash| Pattern::VerticalSlash { vertical, slash };
+    // Inputs: random, structured, or random with q = 0 (every score equal: the column sums
+    // of the keys all rows see tie exactly, in float64 and on the GPU alike, so the top-k's
+    // tie rule (smaller index) decides, over several compaction steps).
+    let cases = [
+        (
+            AttnShape::new(2, 2, 1, 4500, 64).unwrap(),
+            DType::F16,
+            vec![vs(300, 2500); 2],
+            "random",
+        ),
+        (
+            AttnShape::new(1, 3, 3, 2113, 128).unwrap(),
+            DType::F32,
+            vec![
+                vs(1600, 700),
+                Pattern::BlockSparse { top_k: 5 },
+                vs(40, 4000),
+            ],
+            "structured",
+        ),
+        (
+            AttnShape::new(1, 1, 1, 4500, 64).unwrap(),
+            DType::F32,
+            vec![vs(3000, 3000)],
+            "zero q",
+        ),
+        // Every column and offset: the conversion's longest walks (about 16000 loop
+        // iterations per invocation; llvmpipe's limit is 65535).
+        (
+            AttnShape::new(1, 1, 1, 8000, 64).unwrap(),
+            DType::F16,
+            vec![vs(8000, 8000)],
+            "random",
+        ),
+    ];
+    for (seed, (shape, dtype, patterns, inputs)) in cases.into_iter().enumerate() {
+        let (bs, hq, hkv, n, d) = (
+            shape.batch,
+            shape.q_heads,
+            shape.kv_heads,
+            shape.seq_len,
+            shape.head_dim,
+        );
+        let (q, k, v) = match inputs {
+            "structured" => {
+                let kinds: Vec<HeadKind> = (0..hq).map(|h| HeadKind::CYCLE[h % 3]).collect();
+                structured_qkv(bs, hkv, n, d, &kinds, dtype, seed as u64).unwrap()
+            }
+            _ => random_qkv(bs, hq, hkv, n, d, dtype, seed as u64).unwrap(),
+        };
+        let q = if inputs == "zero q" {
+            minference::HostTensor::filled(&shape.q_dims(), 0.0, dtype)
+        } else {
+            q
+        };
+        let ix = b
+            .build_index(&b.upload(&q).unwrap(), &b.upload(&k).unwrap(), &patterns)
+            .unwrap();
+        let got = b.download_index(&ix).unwrap();
+        let what = format!("{shape:?} {dtype} {patterns:?}");
+        check_index_against_reference(&shape, &q, &k, &v, &patterns, &got)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (qf, kf) = (q.to_f64(), k.to_f64());
+        let m = &got.meta;
+        for bh in 0..bs * hq {
+            let (bi, h) = (bh / hq, bh % hq);
+            let Pattern::VerticalSlash { vertical, slash } = patterns[h] else {
+                continue;
+            };
+            let (mut vsc, mut ssc) = vertical_slash_scores(
+                &qf[shape.q_offset(bi, h)..shape.q_offset(bi, h) + n * d],
+                &kf[shape.kv_offset(bi, h)..shape.kv_offset(bi, h) + n * d],
+                n,
+                d,
+                shape.scale(),
+            );
+            vsc.iter_mut()
+                .take(FORCED_COLUMNS)
+                .for_each(|x| *x = f64::INFINITY);
+            ssc.iter_mut()
+                .take(FORCED_OFFSETS)
+                .for_each(|x| *x = f64::INFINITY);
+            let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
+            let (wv, ws) = (m.nv, m.ns);
+            for (name, got_sel, scores, budget) in [
+                (
+                    "vertical_index",
+                    &got.vertical_index[bh * wv..(bh + 1) * wv],
+                    &vsc,
+                    nv,
+                ),
+                (
+                    "slash_index",
+                    &got.slash_index[bh * ws..(bh + 1) * ws],
+                    &ssc,
+                    ns,
+                ),
+            ] {
+                let want_sel = minference::index::select_top(scores, budget);
+                if inputs == "zero q" && name == "vertical_index" {
+                    let got_valid: Vec<i32> = got_sel.iter().copied().filter(|&x| x >= 0).collect();
+                    assert_eq!(
+                        got_valid, want_sel,
+                        "{what}: exact ties must go to the smaller index"
+                    );
+                }
+                assert!(
+                    same_top_k(got_sel, &want_sel, scores, 2e-5),
+                    "{what}: b{bi} h{h} {name}: {got_sel:?} != {want_sel:?} beyond 2e-5 near-ties"
+                );
+            }
+        }
+    }
+}
+
 /// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
 /// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
 /// TFLOP/s count useful work (4 D per attended pair). `MINFERENCE_WGPU_VARIANT` picks the variant.
@@ -195,6 +326,71 @@ fn bench_dense_vs_sparse() {
                 build + sparse,
                 dense / (build + sparse)
             );
+        }
+    }
+}
+
+/// Where the index time goes (run by hand on a GPU: `--ignored bench_index_stages
+/// --nocapture`): H = 8, D = 128, f16, vertical-slash 1000/6096 on every head (the
+/// `bench_dense_vs_sparse` setting); the median of a plain `build_index`, then the median
+/// time of every kernel submitted alone (each includes one submit-to-completion round trip).
+/// `MINFERENCE_BENCH_N` picks the lengths (default 4096,16384); `MINFERENCE_BENCH_REPS` the
+/// repetitions (default 5).
+#[test]
+#[ignore]
+fn bench_index_stages() {
+    use minference::{AttnShape, DType, Pattern};
+    use std::time::Instant;
+    let Some(_) = wgpu() else { return };
+    let b = WgpuBackend::new().expect("opened a moment ago");
+    eprintln!("device: {}", b.info().device);
+    let ns: Vec<usize> = std::env::var("MINFERENCE_BENCH_N")
+        .unwrap_or_else(|_| "4096,16384".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    let reps: usize = std::env::var("MINFERENCE_BENCH_REPS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let (h, d) = (8, 128);
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    for n in ns {
+        AttnShape::new(1, h, h, n, d).unwrap();
+        let (q, k, _) = minference::generate::random_qkv(1, h, h, n, d, DType::F16, 1).unwrap();
+        let (q, k) = (b.upload(&q).unwrap(), b.upload(&k).unwrap());
+        let pats = vec![
+            Pattern::VerticalSlash {
+                vertical: 1000,
+                slash: 6096
+            };
+            h
+        ];
+        b.build_index(&q, &k, &pats).unwrap();
+        b.synchronize().unwrap();
+        let total = median(
+            (0..reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    b.build_index(&q, &k, &pats).unwrap();
+                    b.synchronize().unwrap();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        );
+        let runs: Vec<Vec<(String, f64)>> = (0..reps)
+            .map(|_| b.index_stage_times(&q, &k, &pats).unwrap())
+            .collect();
+        eprintln!(
+            "wgpu/f16/N={n}/H={h}: build_index {total:.3} ms; stages (each submitted alone):"
+        );
+        for (i, (name, _)) in runs[0].iter().enumerate() {
+            let t = median(runs.iter().map(|r| r[i].1).collect());
+            eprintln!("  {name:<50} {t:9.3} ms");
         }
     }
 }
@@ -424,4 +620,27 @@ fn llvmpipe_loop_limit_is_an_error_not_missing_rows() {
         let o = run(&*tiled, 1000).unwrap_or_else(|e| panic!("{e}"));
         assert!(o.iter().all(|x| x.is_finite()), "unwritten rows (tiled)");
     }
+    // The index: budgets of N at N = 33000 make the conversion walk 33000 offsets and
+    // columns per row block: refused. (Budgets 300/2500 at N = 4500 run, complete, in
+    // `index_at_longer_lengths_matches_the_reference`.)
+    let n = 33000;
+    let (q, k, _) = random_qkv(1, 1, 1, n, 64, DType::F16, 6).unwrap();
+    let e = rowwise
+        .build_index(
+            &rowwise.upload(&q).unwrap(),
+            &rowwise.upload(&k).unwrap(),
+            &[minference::Pattern::VerticalSlash {
+                vertical: n,
+                slash: n,
+            }],
+        )
+        .err()
+        .expect("budgets of N = 33000 pass the loop limit");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, minference::Error::Unsupported { .. })
+            && msg.contains("65535")
+            && msg.contains("vertical_slash_index"),
+        "{msg}"
+    );
 }

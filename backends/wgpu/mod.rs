@@ -1,11 +1,12 @@
 //! The WGSL backend on wgpu: every stage on the GPU, no host round trip between stages.
 //!
 //! Kernels (one `shaders/*.wgsl` file per family, entry points `{stem}_{dtype}`):
-//! - `vertical_slash_estimate`: last-64-query softmax, column and diagonal sums, forced entries;
+//! - `vertical_slash_estimate`: last-64-query softmax on 64-key score tiles (stats, combine),
+//!   column and diagonal sums (sums, slash), forced entries;
 //! - `block_sparse_index`: mean pooling and block scores;
 //! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller index);
-//! - `vertical_slash_index`: conversion of the selections to `block_count`/`block_offset`/
-//!   `column_count`/`column_index` (block-sparse rows included);
+//! - `vertical_slash_index`: the -1 padding (fill), then the conversion of the selections to
+//!   `block_count`/`block_offset`/`column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
 //!   with an f32 online softmax, in one family per [`Variant`]:
 //!   - [`Variant::Rowwise`] (`attention_core.wgsl`): one query row per invocation, K/V read
@@ -34,7 +35,7 @@ use crate::index::{HostIndex, IndexMeta};
 use crate::pattern::{Pattern, BLOCK, LAST_Q};
 use crate::tensor::{AttnShape, DType, HostTensor, TensorData};
 use bytemuck::{Pod, Zeroable};
-use context::{Context, Family, Slot, NAME};
+use context::{Context, Family, Kernel, Slot, NAME};
 use half::f16;
 
 /// `LOG2E`: the kernels keep scores in base 2 (`exp2`), with `scale * LOG2E` folded once.
@@ -146,13 +147,18 @@ const TILED_THREADS: u32 = 256;
 /// Workgroup memory of the tiled attention kernels: `stage` (16 KiB) + `p_tile` (16 KiB).
 const TILED_WORKGROUP_BYTES: u32 = 32768;
 
+/// Offsets per workgroup of `vertical_slash_estimate_slash` (`SLASH_THREADS` in WGSL).
+const VERTICAL_SLASH_SLASH_THREADS: usize = 256;
+
 const VERTICAL_SLASH_ESTIMATE: Family = Family {
     stem: "vertical_slash_estimate",
     source: concat!(
         include_str!("../../shaders/common.wgsl"),
         include_str!("../../shaders/vertical_slash_estimate.wgsl")
     ),
-    slots: &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
+    slots: &[
+        Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+    ],
 };
 
 const BLOCK_SPARSE_INDEX: Family = Family {
@@ -169,6 +175,11 @@ const TOP_K_SELECT: Family = Family {
     source: include_str!("../../shaders/top_k_select.wgsl"),
     slots: &[Uniform, Read, Read, ReadWrite],
 };
+
+/// Row blocks per workgroup of `vertical_slash_index` (`ROWS` in WGSL).
+const CONVERT_ROWS: usize = 32;
+/// Workgroups of `vertical_slash_index_fill` (`FILL_GROUPS` in WGSL: its stride).
+const CONVERT_FILL_GROUPS: u32 = 1024;
 
 const VERTICAL_SLASH_INDEX: Family = Family {
     stem: "vertical_slash_index",
@@ -287,7 +298,8 @@ struct VerticalSlashEstimateParams {
     head_dim: u32,
     last_q: u32,
     scale_log2: f32,
-    _pad: u32,
+    /// Key tiles of `BLOCK_N` = 64 keys: `cdiv(N, 64)`.
+    tiles: u32,
 }
 
 /// Mirrors `BlockSparseIndexParams` in `block_sparse_index.wgsl`.
@@ -338,7 +350,8 @@ struct VerticalSlashIndexParams {
     nnz_v: u32,
     slash_at: u32,
     block_at: u32,
-    _pad: [u32; 3],
+    heads: u32,
+    _pad: [u32; 2],
 }
 
 /// A tensor on the device: f32 words, or f16 pairs packed in u32 words.
@@ -366,6 +379,55 @@ struct WgpuIndex {
 fn selection_lens(m: &IndexMeta) -> (usize, usize, usize) {
     let bh = m.heads_total();
     (bh * m.nv, bh * m.ns, bh * m.rows * m.top_k)
+}
+
+/// The dispatches of `build_index`: recorded into one encoder and submitted once, or, when
+/// timing ([`WgpuBackend::index_stage_times`]), submitted one by one, each waited for and
+/// timed on the host.
+struct Stages<'a> {
+    ctx: &'a Context,
+    encoder: wgpu::CommandEncoder,
+    times: Option<(&'a mut Vec<(String, f64)>, std::time::Instant)>,
+}
+
+impl<'a> Stages<'a> {
+    fn new(ctx: &'a Context, times: Option<&'a mut Vec<(String, f64)>>) -> Result<Self> {
+        let times = match times {
+            Some(t) => {
+                ctx.wait()?; // earlier work (uploads) is not this index's
+                Some((t, std::time::Instant::now()))
+            }
+            None => None,
+        };
+        Ok(Self {
+            ctx,
+            encoder: ctx.encoder("build_index"),
+            times,
+        })
+    }
+
+    fn dispatch(
+        &mut self,
+        kernel: &Kernel,
+        buffers: &[&wgpu::Buffer],
+        grid: [u32; 3],
+    ) -> Result<()> {
+        self.ctx
+            .dispatch(&mut self.encoder, kernel, buffers, grid)?;
+        if let Some((times, t0)) = &mut self.times {
+            let encoder = std::mem::replace(&mut self.encoder, self.ctx.encoder("build_index"));
+            self.ctx.submit("build_index", encoder)?;
+            self.ctx.wait()?;
+            let now = std::time::Instant::now();
+            times.push((kernel.name.clone(), (now - *t0).as_secs_f64() * 1e3));
+            *t0 = now;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        self.ctx.submit("build_index", self.encoder)
+    }
 }
 
 fn u32_of(what: &str, x: usize) -> Result<u32> {
@@ -508,8 +570,7 @@ impl WgpuBackend {
         head_dim: usize,
         max_keys: usize,
     ) -> Result<()> {
-        let a = &self.ctx.adapter_info;
-        if !(a.driver.contains("llvmpipe") || a.name.contains("llvmpipe")) {
+        if !self.is_llvmpipe() {
             return Ok(());
         }
         let need = if variant == Variant::Rowwise {
@@ -526,6 +587,60 @@ impl WgpuBackend {
                      limit of {} (it would leave rows unwritten); use fewer keys, the tiled \
                      variant, or a GPU",
                     family.stem,
+                    Self::LLVMPIPE_LOOP_LIMIT
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn is_llvmpipe(&self) -> bool {
+        let a = &self.ctx.adapter_info;
+        a.driver.contains("llvmpipe") || a.name.contains("llvmpipe")
+    }
+
+    /// On llvmpipe, an error instead of a silently incomplete index when an index kernel's
+    /// loop iterations per invocation may pass the limit. llvmpipe also counts one iteration
+    /// of every loop nested in an untaken branch of a loop, so the kernels keep their long
+    /// loops flat; the bounds below follow their loops:
+    /// - `vertical_slash_index`: the walk, one offset (<= ns) or one column step (<= nv,
+    ///   plus one per closed range: <= nnz_s) per iteration; the staging of the offsets
+    ///   (ns / 32) and of the columns (nv / 32); two binary searches; the block-sparse
+    ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop;
+    /// - `top_k_select`: 4 radix passes of len / 1024 steps plus a 256-bin scan, the
+    ///   compaction's len / 2048 steps of 8 + 8 keys plus a scan, the padding (width / 256);
+    /// - `vertical_slash_estimate`: fixed per tile, but the combine folds cdiv(N, 64) / 64
+    ///   tiles per invocation.
+    ///
+    /// Measured on lavapipe (LLVM 15, 256 bits) with budgets of N: N = 30000 (bound 62.5k)
+    /// converts completely, N = 45000 (bound 93.6k) did not.
+    fn check_index_loop_budget(&self, meta: &IndexMeta) -> Result<()> {
+        if !self.is_llvmpipe() {
+            return Ok(());
+        }
+        let (n, ns, nv) = (meta.shape.seq_len, meta.ns, meta.nv);
+        let scan = 8 + 2;
+        let fill = (meta.heads_total() * meta.rows * meta.nnz_s.max(meta.nnz_v))
+            / (CONVERT_FILL_GROUPS as usize * 256)
+            + 2;
+        let convert = ns + ns / 32 + nv + nv / 32 + meta.nnz_s + meta.top_k + 128;
+        let top_k = 4 * (n / 1024 + 1 + scan) + (n / 2048 + 1) * (16 + scan) + n / 256 + 16;
+        let estimate = n.div_ceil(BLOCK) / 64 + 256;
+        let (need, kernel) = [
+            (convert.max(fill), VERTICAL_SLASH_INDEX.stem),
+            (top_k, TOP_K_SELECT.stem),
+            (estimate, VERTICAL_SLASH_ESTIMATE.stem),
+        ]
+        .into_iter()
+        .max_by_key(|&(need, _)| need)
+        .unwrap_or((0, ""));
+        if need > Self::LLVMPIPE_LOOP_LIMIT {
+            return Err(crate::Error::Unsupported {
+                backend: NAME,
+                what: format!(
+                    "the index at N = {n} (nv {nv}, ns {ns}) on llvmpipe (lavapipe): `{kernel}` \
+                     takes about {need} loop iterations per invocation, over llvmpipe's limit \
+                     of {} (it would leave the index incomplete); use smaller budgets or a GPU",
                     Self::LLVMPIPE_LOOP_LIMIT
                 ),
             });
@@ -651,8 +766,8 @@ impl WgpuBackend {
             ("sparse_attention_coop", true) => "sparse_attention_coop_f16",
             ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
             ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
-            ("vertical_slash_estimate", false) => "vertical_slash_estimate_f32",
-            ("vertical_slash_estimate", true) => "vertical_slash_estimate_f16",
+            ("vertical_slash_estimate_sums", false) => "vertical_slash_estimate_sums_f32",
+            ("vertical_slash_estimate_sums", true) => "vertical_slash_estimate_sums_f16",
             ("block_sparse_index_pool", false) => "block_sparse_index_pool_f32",
             ("block_sparse_index_pool", true) => "block_sparse_index_pool_f16",
             _ => stem,
@@ -735,6 +850,255 @@ impl WgpuBackend {
     fn read_i32(&self, what: &str, buf: &wgpu::Buffer, len: usize) -> Result<Vec<i32>> {
         let bytes = self.ctx.read(what, buf, (len * 4) as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Run [`Backend::build_index`] with one submission per kernel, each waited for and timed
+    /// on the host: `(kernel, milliseconds)` in dispatch order (`top_k_select` once for the
+    /// vertical-slash lists, once for the block-sparse ones). A stage's time includes the
+    /// host work recorded since the previous one (buffer creation, uniform writes) and one
+    /// submit-to-completion round trip, so the sum exceeds a plain `build_index`.
+    #[doc(hidden)]
+    pub fn index_stage_times(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        patterns: &[Pattern],
+    ) -> Result<Vec<(String, f64)>> {
+        let mut times = Vec::new();
+        self.record_index(q, k, patterns, Some(&mut times))?;
+        Ok(times)
+    }
+
+    /// The index pipeline behind [`Backend::build_index`]; with `times`, every kernel is
+    /// submitted alone, waited for and timed (see [`Self::index_stage_times`]).
+    fn record_index(
+        &self,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        patterns: &[Pattern],
+        times: Option<&mut Vec<(String, f64)>>,
+    ) -> Result<DeviceIndex> {
+        let shape = check_qkv(&self.info(), q, k, k, None)?;
+        let meta = IndexMeta::new(shape, patterns)?;
+        self.check_index_loop_budget(&meta)?;
+        let (qt, kt) = (self.tensor(q, "q")?, self.tensor(k, "k")?);
+        let (n, d, r) = (shape.seq_len, shape.head_dim, meta.rows);
+        let bh_total = meta.heads_total();
+        let heads_u32 = u32_of("batch * q_heads", bh_total)?;
+        let (nv_len, ns_len, bi_len) = selection_lens(&meta);
+        let (slash_at, block_at) = (nv_len, nv_len + ns_len);
+        let ctx = &self.ctx;
+
+        let head_kind: Vec<u32> = patterns
+            .iter()
+            .map(|p| match p {
+                Pattern::VerticalSlash { .. } => KIND_VERTICAL_SLASH,
+                Pattern::BlockSparse { .. } => KIND_BLOCK_SPARSE,
+                _ => 0,
+            })
+            .collect();
+        let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
+        // Selections start as -1: top_k_select rewrites whole rows of the heads it serves.
+        let selections = ctx.storage_with(
+            "selections",
+            Self::i32_bytes(&vec![-1i32; nv_len + ns_len + bi_len]),
+        )?;
+        let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
+        let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
+        let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
+        let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
+
+        let mut stages = Stages::new(ctx, times)?;
+        let f16 = qt.f16;
+        let any_vs = patterns
+            .iter()
+            .any(|p| matches!(p, Pattern::VerticalSlash { .. }));
+        let any_bs = patterns
+            .iter()
+            .any(|p| matches!(p, Pattern::BlockSparse { .. }));
+
+        // Vertical-slash: estimate, then radix-select columns and offsets.
+        let mut vs_lists = Vec::new();
+        let vs_scores = if any_vs {
+            let tiles = n.div_ceil(BLOCK);
+            let params = VerticalSlashEstimateParams {
+                batch: u32_of("batch", shape.batch)?,
+                q_heads: u32_of("q_heads", shape.q_heads)?,
+                kv_heads: u32_of("kv_heads", shape.kv_heads)?,
+                seq_len: u32_of("seq_len", n)?,
+                head_dim: u32_of("head_dim", d)?,
+                last_q: u32_of("last_q", LAST_Q.min(n))?,
+                scale_log2: (shape.scale() * LOG2E) as f32,
+                tiles: u32_of("tiles", tiles)?,
+            };
+            let params = ctx.uniform("vertical_slash_estimate", &params);
+            let tile_stats = ctx.storage("tile_stats", (bh_total * LAST_Q * tiles * 8) as u64)?;
+            let row_stats = ctx.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
+            let scores = ctx.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
+            let slash_lower = ctx.storage("slash_lower", (bh_total * n * 4) as u64)?;
+            let bufs = [
+                &params,
+                &qt.buffer,
+                &kt.buffer,
+                &kt.buffer,
+                &head_kind,
+                &tile_stats,
+                &row_stats,
+                &scores,
+                &slash_lower,
+            ];
+            let tiles_u32 = u32_of("tiles", tiles)?;
+            let family = &VERTICAL_SLASH_ESTIMATE;
+            let stats = ctx.kernel(family, Self::entry("vertical_slash_estimate_stats", f16))?;
+            stages.dispatch(&stats, &bufs, [tiles_u32, heads_u32, 1])?;
+            let combine = ctx.kernel(family, "vertical_slash_estimate_combine")?;
+            let last_q = u32_of("last_q", LAST_Q.min(n))?;
+            stages.dispatch(&combine, &bufs, [last_q, heads_u32, 1])?;
+            let sums = ctx.kernel(family, Self::entry("vertical_slash_estimate_sums", f16))?;
+            stages.dispatch(&sums, &bufs, [tiles_u32, heads_u32, 1])?;
+            let slash = ctx.kernel(family, "vertical_slash_estimate_slash")?;
+            let grid_x = u32_of("seq_len", n.div_ceil(VERTICAL_SLASH_SLASH_THREADS))?;
+            stages.dispatch(&slash, &bufs, [grid_x, heads_u32, 1])?;
+            for bh in 0..bh_total {
+                if let Pattern::VerticalSlash { vertical, slash } = patterns[bh % shape.q_heads] {
+                    let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
+                    vs_lists.push(TopKList {
+                        scores_at: u32_of("scores", bh * n)?,
+                        len: u32_of("seq_len", n)?,
+                        k: u32_of("vertical", nv)?,
+                        out_at: u32_of("vertical_index", bh * meta.nv)?,
+                        width: u32_of("nv", meta.nv)?,
+                        append: -1,
+                        _pad: [0; 2],
+                    });
+                    vs_lists.push(TopKList {
+                        scores_at: u32_of("scores", (bh_total + bh) * n)?,
+                        len: u32_of("seq_len", n)?,
+                        k: u32_of("slash", ns)?,
+                        out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
+                        width: u32_of("ns", meta.ns)?,
+                        append: -1,
+                        _pad: [0; 2],
+                    });
+                }
+            }
+            Some(scores)
+        } else {
+            None
+        };
+
+        // Block-sparse: pool, score, then per row block select top_k - 1 and append the diagonal.
+        let mut bs_lists = Vec::new();
+        let bs_scores = if any_bs {
+            let params = BlockSparseIndexParams {
+                batch: u32_of("batch", shape.batch)?,
+                q_heads: u32_of("q_heads", shape.q_heads)?,
+                kv_heads: u32_of("kv_heads", shape.kv_heads)?,
+                seq_len: u32_of("seq_len", n)?,
+                head_dim: u32_of("head_dim", d)?,
+                rows: u32_of("rows", r)?,
+                _pad: [0; 2],
+            };
+            let params = ctx.uniform("block_sparse_index", &params);
+            let pooled = ctx.storage("pooled", (2 * bh_total * r * d * 4) as u64)?;
+            let scores = ctx.storage("block_scores", (bh_total * r * r * 4) as u64)?;
+            let bufs = [
+                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
+            ];
+            let pool = ctx.kernel(
+                &BLOCK_SPARSE_INDEX,
+                Self::entry("block_sparse_index_pool", f16),
+            )?;
+            let r_u32 = u32_of("rows", r)?;
+            stages.dispatch(&pool, &bufs, [r_u32, heads_u32, 1])?;
+            let sc = ctx.kernel(&BLOCK_SPARSE_INDEX, "block_sparse_index_scores")?;
+            let g = u32_of("rows", r.div_ceil(8))?;
+            stages.dispatch(&sc, &bufs, [g, g, heads_u32])?;
+            for bh in 0..bh_total {
+                if let Pattern::BlockSparse { top_k } = patterns[bh % shape.q_heads] {
+                    for m in 0..r {
+                        bs_lists.push(TopKList {
+                            scores_at: u32_of("block_scores", (bh * r + m) * r)?,
+                            len: u32_of("rows", m)?,
+                            k: u32_of("top_k", top_k.saturating_sub(1).min(m))?,
+                            out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
+                            width: u32_of("top_k", meta.top_k)?,
+                            append: m as i32,
+                            _pad: [0; 2],
+                        });
+                    }
+                }
+            }
+            Some(scores)
+        } else {
+            None
+        };
+
+        let top_k = ctx.kernel(&TOP_K_SELECT, "top_k_select")?;
+        for (lists, scores) in [(&vs_lists, &vs_scores), (&bs_lists, &bs_scores)] {
+            let Some(scores) = scores else { continue };
+            if lists.is_empty() {
+                continue;
+            }
+            let params = TopKSelectParams {
+                list_count: u32_of("lists", lists.len())?,
+                grid_x: TOP_K_GRID_X as u32,
+                _pad: [0; 2],
+            };
+            let params = ctx.uniform("top_k_select", &params);
+            let list_buf = ctx.storage_with("top_k_lists", bytemuck::cast_slice(lists))?;
+            let grid = [
+                u32_of("lists", lists.len().min(TOP_K_GRID_X))?,
+                u32_of("lists", lists.len().div_ceil(TOP_K_GRID_X))?,
+                1,
+            ];
+            stages.dispatch(&top_k, &[&params, &list_buf, scores, &selections], grid)?;
+        }
+
+        // Conversion to the kernel index, every (batch, head, row block).
+        let params = VerticalSlashIndexParams {
+            q_heads: u32_of("q_heads", shape.q_heads)?,
+            rows: u32_of("rows", r)?,
+            nv: u32_of("nv", meta.nv)?,
+            ns: u32_of("ns", meta.ns)?,
+            top_k: u32_of("top_k", meta.top_k)?,
+            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
+            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
+            slash_at: u32_of("slash_index", slash_at)?,
+            block_at: u32_of("block_index", block_at)?,
+            heads: heads_u32,
+            _pad: [0; 2],
+        };
+        let params = ctx.uniform("vertical_slash_index", &params);
+        let index_bufs = [
+            &params,
+            &head_kind,
+            &selections,
+            &block_count,
+            &block_offset,
+            &column_count,
+            &column_index,
+        ];
+        let fill = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index_fill")?;
+        stages.dispatch(&fill, &index_bufs, [CONVERT_FILL_GROUPS, 2, 1])?;
+        let convert = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index")?;
+        stages.dispatch(
+            &convert,
+            &index_bufs,
+            [u32_of("rows", r.div_ceil(CONVERT_ROWS))?, heads_u32, 1],
+        )?;
+        stages.finish()?;
+        Ok(DeviceIndex::new(
+            NAME,
+            meta,
+            WgpuIndex {
+                selections,
+                block_count,
+                block_offset,
+                column_count,
+                column_index,
+            },
+        ))
     }
 }
 
@@ -825,221 +1189,7 @@ impl Backend for WgpuBackend {
         k: &DeviceTensor,
         patterns: &[Pattern],
     ) -> Result<DeviceIndex> {
-        let shape = check_qkv(&self.info(), q, k, k, None)?;
-        let meta = IndexMeta::new(shape, patterns)?;
-        let (qt, kt) = (self.tensor(q, "q")?, self.tensor(k, "k")?);
-        let (n, d, r) = (shape.seq_len, shape.head_dim, meta.rows);
-        let bh_total = meta.heads_total();
-        let heads_u32 = u32_of("batch * q_heads", bh_total)?;
-        let (nv_len, ns_len, bi_len) = selection_lens(&meta);
-        let (slash_at, block_at) = (nv_len, nv_len + ns_len);
-        let ctx = &self.ctx;
-
-        let head_kind: Vec<u32> = patterns
-            .iter()
-            .map(|p| match p {
-                Pattern::VerticalSlash { .. } => KIND_VERTICAL_SLASH,
-                Pattern::BlockSparse { .. } => KIND_BLOCK_SPARSE,
-                _ => 0,
-            })
-            .collect();
-        let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
-        // Selections start as -1: top_k_select rewrites whole rows of the heads it serves.
-        let selections = ctx.storage_with(
-            "selections",
-            Self::i32_bytes(&vec![-1i32; nv_len + ns_len + bi_len]),
-        )?;
-        let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
-        let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
-        let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
-        let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
-
-        let mut encoder = ctx.encoder("build_index");
-        let f16 = qt.f16;
-        let any_vs = patterns
-            .iter()
-            .any(|p| matches!(p, Pattern::VerticalSlash { .. }));
-        let any_bs = patterns
-            .iter()
-            .any(|p| matches!(p, Pattern::BlockSparse { .. }));
-
-        // Vertical-slash: estimate, then radix-select columns and offsets.
-        let mut vs_lists = Vec::new();
-        let vs_scores = if any_vs {
-            let params = VerticalSlashEstimateParams {
-                batch: u32_of("batch", shape.batch)?,
-                q_heads: u32_of("q_heads", shape.q_heads)?,
-                kv_heads: u32_of("kv_heads", shape.kv_heads)?,
-                seq_len: u32_of("seq_len", n)?,
-                head_dim: u32_of("head_dim", d)?,
-                last_q: u32_of("last_q", LAST_Q.min(n))?,
-                scale_log2: (shape.scale() * LOG2E) as f32,
-                _pad: 0,
-            };
-            let params = ctx.uniform("vertical_slash_estimate", &params);
-            let row_stats = ctx.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
-            let scores = ctx.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
-            let bufs = [
-                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &row_stats, &scores,
-            ];
-            let stats = ctx.kernel(
-                &VERTICAL_SLASH_ESTIMATE,
-                Self::entry("vertical_slash_estimate_stats", f16),
-            )?;
-            ctx.dispatch(
-                &mut encoder,
-                &stats,
-                &bufs,
-                [u32_of("last_q", LAST_Q.min(n))?, heads_u32, 1],
-            )?;
-            let est = ctx.kernel(
-                &VERTICAL_SLASH_ESTIMATE,
-                Self::entry("vertical_slash_estimate", f16),
-            )?;
-            let grid_x = u32_of("seq_len", n.div_ceil(64))?;
-            ctx.dispatch(&mut encoder, &est, &bufs, [grid_x, heads_u32, 1])?;
-            for bh in 0..bh_total {
-                if let Pattern::VerticalSlash { vertical, slash } = patterns[bh % shape.q_heads] {
-                    let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
-                    vs_lists.push(TopKList {
-                        scores_at: u32_of("scores", bh * n)?,
-                        len: u32_of("seq_len", n)?,
-                        k: u32_of("vertical", nv)?,
-                        out_at: u32_of("vertical_index", bh * meta.nv)?,
-                        width: u32_of("nv", meta.nv)?,
-                        append: -1,
-                        _pad: [0; 2],
-                    });
-                    vs_lists.push(TopKList {
-                        scores_at: u32_of("scores", (bh_total + bh) * n)?,
-                        len: u32_of("seq_len", n)?,
-                        k: u32_of("slash", ns)?,
-                        out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
-                        width: u32_of("ns", meta.ns)?,
-                        append: -1,
-                        _pad: [0; 2],
-                    });
-                }
-            }
-            Some(scores)
-        } else {
-            None
-        };
-
-        // Block-sparse: pool, score, then per row block select top_k - 1 and append the diagonal.
-        let mut bs_lists = Vec::new();
-        let bs_scores = if any_bs {
-            let params = BlockSparseIndexParams {
-                batch: u32_of("batch", shape.batch)?,
-                q_heads: u32_of("q_heads", shape.q_heads)?,
-                kv_heads: u32_of("kv_heads", shape.kv_heads)?,
-                seq_len: u32_of("seq_len", n)?,
-                head_dim: u32_of("head_dim", d)?,
-                rows: u32_of("rows", r)?,
-                _pad: [0; 2],
-            };
-            let params = ctx.uniform("block_sparse_index", &params);
-            let pooled = ctx.storage("pooled", (2 * bh_total * r * d * 4) as u64)?;
-            let scores = ctx.storage("block_scores", (bh_total * r * r * 4) as u64)?;
-            let bufs = [
-                &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
-            ];
-            let pool = ctx.kernel(
-                &BLOCK_SPARSE_INDEX,
-                Self::entry("block_sparse_index_pool", f16),
-            )?;
-            let r_u32 = u32_of("rows", r)?;
-            ctx.dispatch(&mut encoder, &pool, &bufs, [r_u32, heads_u32, 1])?;
-            let sc = ctx.kernel(&BLOCK_SPARSE_INDEX, "block_sparse_index_scores")?;
-            let g = u32_of("rows", r.div_ceil(8))?;
-            ctx.dispatch(&mut encoder, &sc, &bufs, [g, g, heads_u32])?;
-            for bh in 0..bh_total {
-                if let Pattern::BlockSparse { top_k } = patterns[bh % shape.q_heads] {
-                    for m in 0..r {
-                        bs_lists.push(TopKList {
-                            scores_at: u32_of("block_scores", (bh * r + m) * r)?,
-                            len: u32_of("rows", m)?,
-                            k: u32_of("top_k", top_k.saturating_sub(1).min(m))?,
-                            out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
-                            width: u32_of("top_k", meta.top_k)?,
-                            append: m as i32,
-                            _pad: [0; 2],
-                        });
-                    }
-                }
-            }
-            Some(scores)
-        } else {
-            None
-        };
-
-        let top_k = ctx.kernel(&TOP_K_SELECT, "top_k_select")?;
-        for (lists, scores) in [(&vs_lists, &vs_scores), (&bs_lists, &bs_scores)] {
-            let Some(scores) = scores else { continue };
-            if lists.is_empty() {
-                continue;
-            }
-            let params = TopKSelectParams {
-                list_count: u32_of("lists", lists.len())?,
-                grid_x: TOP_K_GRID_X as u32,
-                _pad: [0; 2],
-            };
-            let params = ctx.uniform("top_k_select", &params);
-            let list_buf = ctx.storage_with("top_k_lists", bytemuck::cast_slice(lists))?;
-            let grid = [
-                u32_of("lists", lists.len().min(TOP_K_GRID_X))?,
-                u32_of("lists", lists.len().div_ceil(TOP_K_GRID_X))?,
-                1,
-            ];
-            ctx.dispatch(
-                &mut encoder,
-                &top_k,
-                &[&params, &list_buf, scores, &selections],
-                grid,
-            )?;
-        }
-
-        // Conversion to the kernel index, every (batch, head, row block).
-        let params = VerticalSlashIndexParams {
-            q_heads: u32_of("q_heads", shape.q_heads)?,
-            rows: u32_of("rows", r)?,
-            nv: u32_of("nv", meta.nv)?,
-            ns: u32_of("ns", meta.ns)?,
-            top_k: u32_of("top_k", meta.top_k)?,
-            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
-            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
-            slash_at: u32_of("slash_index", slash_at)?,
-            block_at: u32_of("block_index", block_at)?,
-            _pad: [0; 3],
-        };
-        let params = ctx.uniform("vertical_slash_index", &params);
-        let convert = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index")?;
-        ctx.dispatch(
-            &mut encoder,
-            &convert,
-            &[
-                &params,
-                &head_kind,
-                &selections,
-                &block_count,
-                &block_offset,
-                &column_count,
-                &column_index,
-            ],
-            [u32_of("rows", r.div_ceil(64))?, heads_u32, 1],
-        )?;
-        ctx.submit("build_index", encoder)?;
-        Ok(DeviceIndex::new(
-            NAME,
-            meta,
-            WgpuIndex {
-                selections,
-                block_count,
-                block_offset,
-                column_count,
-                column_index,
-            },
-        ))
+        self.record_index(q, k, patterns, None)
     }
 
     fn upload_index(&self, index: &HostIndex) -> Result<DeviceIndex> {
