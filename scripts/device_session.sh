@@ -58,7 +58,10 @@ wgpubench)
     echo "== wgpu $v bench"
     MINFERENCE_WGPU_VARIANT=$v MINFERENCE_BENCH_N=${WGPU_N:-4096,16384,65536} MINFERENCE_BENCH_H=${WGPU_H:-8} timeout 300 \
       $D/wgpu-test --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|device"
-  done ;;
+  done
+  echo "== wgpu vertical-slash index stages"
+  MINFERENCE_BENCH_N=${WGPU_INDEX_N:-65536} timeout 120 $D/wgpu-test --ignored bench_index_stages --nocapture 2>&1 \
+    | grep -vE "^(running|test |$)" ;;
 ncu)
   # Nsight Compute of the dense tensor-core kernel in each tiling named by NCU_KERNELS
   # (suffixes of attention_mma_bf16_d128_*: mt1, mt2, mt1_bm128, mt2_bm128).
