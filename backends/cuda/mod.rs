@@ -631,59 +631,47 @@ impl CudaBackend {
             *lock(&self.window_tiling)
         };
         let wgmma_rows = if mma { *lock(&self.wgmma_rows) } else { None };
-        let (family, name, cfg) = if let Some(rows) = wgmma_rows {
-            let block_m = if mode == MODE_SPARSE { BLOCK_M } else { rows };
-            (
-                Family::AttentionWgmma,
-                format!(
-                    "attention_wgmma_{}_d{}{}",
-                    dtype_suffix(q.dtype()),
-                    shape.head_dim,
-                    if block_m == 128 { "_bm128" } else { "" }
-                ),
-                LaunchConfig {
-                    grid_dim: (
-                        grid_1d(shape.seq_len, block_m),
-                        (shape.batch * shape.q_heads) as u32,
-                        1,
-                    ),
-                    block_dim: ((2 * block_m) as u32, 1, 1),
-                    shared_mem_bytes: wgmma_smem_bytes(block_m, shape.head_dim),
-                },
-            )
-        } else if mma {
-            (
-                Family::AttentionMma,
-                format!(
-                    "attention_mma_{}_d{}_mt{warp_mt}{}",
-                    dtype_suffix(q.dtype()),
-                    shape.head_dim,
-                    if block_m == 128 { "_bm128" } else { "" }
-                ),
-                LaunchConfig {
-                    grid_dim: (
-                        grid_1d(shape.seq_len, block_m),
-                        (shape.batch * shape.q_heads) as u32,
-                        1,
-                    ),
-                    block_dim: ((2 * block_m / warp_mt) as u32, 1, 1),
-                    shared_mem_bytes: mma_smem_bytes(block_m, shape.head_dim),
-                },
-            )
-        } else {
-            (
+        let sfx = dtype_suffix(q.dtype());
+        let d = shape.head_dim;
+        // (family, entry point, query rows per CTA, threads, dynamic shared memory)
+        let (family, name, rows, threads, smem) = match wgmma_rows {
+            Some(rows) => {
+                let block_m = if mode == MODE_SPARSE { BLOCK_M } else { rows };
+                let bm = if block_m == 128 { "_bm128" } else { "" };
+                (
+                    Family::AttentionWgmma,
+                    format!("attention_wgmma_{sfx}_d{d}{bm}"),
+                    block_m,
+                    2 * block_m,
+                    wgmma_smem_bytes(block_m, d),
+                )
+            }
+            None if mma => {
+                let bm = if block_m == 128 { "_bm128" } else { "" };
+                (
+                    Family::AttentionMma,
+                    format!("attention_mma_{sfx}_d{d}_mt{warp_mt}{bm}"),
+                    block_m,
+                    2 * block_m / warp_mt,
+                    mma_smem_bytes(block_m, d),
+                )
+            }
+            None => (
                 Family::Attention,
-                format!("attention_scalar_{}", dtype_suffix(q.dtype())),
-                LaunchConfig {
-                    grid_dim: (
-                        grid_1d(shape.seq_len, ROWS_PER_CTA),
-                        (shape.batch * shape.q_heads) as u32,
-                        1,
-                    ),
-                    block_dim: (32 * ROWS_PER_CTA as u32, 1, 1),
-                    shared_mem_bytes: 0,
-                },
-            )
+                format!("attention_scalar_{sfx}"),
+                ROWS_PER_CTA,
+                32 * ROWS_PER_CTA,
+                0,
+            ),
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (
+                grid_1d(shape.seq_len, rows),
+                (shape.batch * shape.q_heads) as u32,
+                1,
+            ),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: smem,
         };
         let f = self.function(family, &name)?;
         if mma {
