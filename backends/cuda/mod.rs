@@ -997,10 +997,14 @@ impl Backend for CudaBackend {
             device: self.device.clone(),
             dtypes: vec![DType::F32, DType::F16, DType::BF16],
             head_dims: HEAD_DIMS.to_vec(),
-            notes:
-                "f16/bf16: tensor-core mma.sync FA2 kernel; f32: scalar kernel (one warp per row, \
-                    f32 arithmetic); index pipeline on the GPU"
-                    .into(),
+            notes: format!(
+                "f16/bf16: tensor-core {} kernel; f32: scalar kernel (one warp per row, f32 \
+                 arithmetic); index pipeline on the GPU",
+                match *lock(&self.wgmma_rows) {
+                    Some(rows) => format!("wgmma ({rows}-row CTAs)"),
+                    None => "mma.sync FA2".into(),
+                }
+            ),
         }
     }
 
