@@ -48,32 +48,22 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 template <typename T> struct Mma;
-template <> struct Mma<F16> {
-    static __device__ __forceinline__ void run(float c[4], const u32 a[4], u32 b0, u32 b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-            "{%8,%9}, {%0,%1,%2,%3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+// m16n8k16 with f32 accumulation, and two f32 packed into a register, for one element type
+// (PTX type name TY).
+#define MMA_OPS(TY) \
+    static __device__ __forceinline__ void run(float c[4], const u32 a[4], u32 b0, u32 b1) { \
+        asm volatile( \
+            "mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+            "{%8,%9}, {%0,%1,%2,%3};" \
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) \
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1)); \
+    } \
+    static __device__ __forceinline__ u32 pack(float lo, float hi) { \
+        u32 r; \
+        asm("cvt.rn." TY "x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); \
+        return r; \
     }
-    static __device__ __forceinline__ u32 pack(float lo, float hi) {
-        u32 r;
-        asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-        return r;
-    }
-};
-template <> struct Mma<BF16> {
-    static __device__ __forceinline__ void run(float c[4], const u32 a[4], u32 b0, u32 b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-            "{%8,%9}, {%0,%1,%2,%3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ u32 pack(float lo, float hi) {
-        u32 r;
-        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-        return r;
-    }
-};
+
+template <> struct Mma<F16> { MMA_OPS("f16") };
+template <> struct Mma<BF16> { MMA_OPS("bf16") };
 
