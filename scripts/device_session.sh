@@ -23,7 +23,7 @@ if [ "${1:-}" = "--pack" ]; then
   exit 0
 fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-D=.devbin
+D=${DEVBIN:-.devbin}
 # Test binaries find tests/vectors under the path they were built in.
 built=$(sed -n 's/^built from \(.*\) at .*/\1/p' $D/BUILT)
 [ -d "$built" ] || { mkdir -p "$(dirname "$built")" && ln -sfn "$PWD" "$built"; }
@@ -53,6 +53,21 @@ coopbench)
   echo "== coop matmul microbenchmark"
   timeout 200 $D/wgpu_coop_bench-test --ignored coop_matmul_throughput --nocapture 2>&1 \
     | grep -vE "^(running|test result|$)" ;;
+abtests)
+  # The wgpu suite (coop required) once per test binary named in AB_BINS (under .devbin), one
+  # thread, each test's line shown: builds of candidate kernels side by side.
+  for bin in ${AB_BINS:-wgpu-test}; do
+    echo "== wgpu tests: $bin"
+    MINFERENCE_REQUIRE_WGPU_VARIANTS=rowwise,tiled,coop timeout 300 $D/$bin --test-threads=1 2>&1 \
+      | grep -E "^test |test result|panicked|FAIL|SKIPPED|Segmentation|error" | grep -v "^test .* ok$"; echo "exit ${PIPESTATUS[0]}"
+  done ;;
+abbench)
+  # bench_dense_vs_sparse (coop variant) per test binary in AB_BINS, in one process each.
+  for bin in ${AB_BINS:-wgpu-test}; do
+    echo "== wgpu ${AB_VARIANT:-coop} bench: $bin"
+    MINFERENCE_WGPU_VARIANT=${AB_VARIANT:-coop} MINFERENCE_BENCH_N=${WGPU_N:-16384} MINFERENCE_BENCH_H=${WGPU_H:-32} timeout 300 \
+      $D/$bin --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|panicked"
+  done ;;
 wgpubench)
   for v in ${BENCH_VARIANTS:-tiled coop}; do
     echo "== wgpu $v bench"

@@ -47,12 +47,14 @@ diagnostic(off, derivative_uniformity);
 
 // AttentionParams, `params` and `out`: attention_common.wgsl.
 @group(0) @binding(1) var<storage, read> q: array<vec4<f16>>; // [B, Hq, N, D]
-@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>; // [B, Hkv, N, D]
-@group(0) @binding(3) var<storage, read> v: array<vec4<f16>>; // [B, Hkv, N, D]
+// K and V are read 16 bytes (8 halves, as a mat2x4) at a time.
+@group(0) @binding(2) var<storage, read> k: array<mat2x4<f16>>; // [B, Hkv, N, D / 8] x 8 halves
+@group(0) @binding(3) var<storage, read> v: array<mat2x4<f16>>; // [B, Hkv, N, D / 8] x 8 halves
 
 /// Head dim, 64 or 128 (pipeline constant).
 override HEAD_DIM: u32 = 128u;
-/// Keys per tile, 32 or 64 (pipeline constant).
+/// Keys per tile, 64, or 32 at HEAD_DIM = 128 (pipeline constant; `fetch_rows` needs
+/// 4 or 8 passes).
 override BLOCK_N: u32 = 64u;
 /// Query rows per workgroup: 4 subgroups x 16 rows, one index row block.
 const BLOCK_M: u32 = 64u;
@@ -70,8 +72,11 @@ override D4: u32 = HEAD_DIM / 4u;
 override KV_ROW4: u32 = HEAD_DIM / 4u + 2u;
 override S_ROW4: u32 = BLOCK_N / 4u + 1u;
 override P_ROW4: u32 = BLOCK_N / 4u + 2u;
-/// vec4<f16> elements of a tile's K (or V) rows that each invocation moves.
-override FETCH4: u32 = BLOCK_N * HEAD_DIM / 4u / WORKGROUP_SIZE;
+/// 16-byte chunks of a K or V row, rows of a tile moved per pass of the workgroup, passes per
+/// tile (each invocation moves one chunk per pass, always the same column chunk).
+override CHUNKS: u32 = HEAD_DIM / 8u;
+override PASS_ROWS: u32 = WORKGROUP_SIZE / CHUNKS;
+override PASSES: u32 = BLOCK_N / PASS_ROWS;
 // Two invocations per query row in the softmax.
 const_assert WORKGROUP_SIZE == 2u * BLOCK_M;
 
@@ -97,7 +102,17 @@ var<private> l_part: f32;      // running sum of this half's P of row `srow`
 var<private> window_sink: u32;
 var<private> window_local: u32;
 var<private> pending: bool;    // the last tile's P.V is still to be accumulated
-var<private> fetched: array<vec4<f16>, 16>; // FETCH4 <= 16 (D = 128, BLOCK_N = 64)
+// The tile's K or V chunks this invocation moves, fetched from storage ahead of their barrier:
+// f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 8: D = 128 with
+// BLOCK_N = 64). Named, not an array: loop-indexed private arrays live in local memory.
+var<private> f0: mat2x4<f16>;
+var<private> f1: mat2x4<f16>;
+var<private> f2: mat2x4<f16>;
+var<private> f3: mat2x4<f16>;
+var<private> f4: mat2x4<f16>;
+var<private> f5: mat2x4<f16>;
+var<private> f6: mat2x4<f16>;
+var<private> f7: mat2x4<f16>;
 // The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
 /// Set up the workgroup for row block `block` of (batch, head) `head`: stage Q (zeros past
@@ -137,44 +152,62 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     // kv_tile is next written after the first tile's first barrier.
 }
 
-/// vec4 index in k / v of element `i` of the tile's rows (slot i / D4, column i % D4), or -1.
-fn kv_at(i: u32) -> i32 {
-    let key = tile_key(i / D4);
+/// Chunk `lid % CHUNKS` of the K (`is_v` false) or V row of tile slot `slot`, or zeros when
+/// the slot holds no key.
+fn fetch_chunk(slot: u32, is_v: bool) -> mat2x4<f16> {
+    let key = tile_key(slot);
     if key < 0 {
-        return -1;
+        return mat2x4<f16>();
     }
-    return i32(kv_base4 + u32(key) * D4 + i % D4);
+    let at = (kv_base4 + u32(key) * D4) / 2u + lid % CHUNKS;
+    if is_v {
+        return v[at];
+    }
+    return k[at];
 }
 
-/// This invocation's elements of the tile's K rows, into registers (missing keys are 0).
+/// This invocation's chunks of the tile's K or V rows, into registers (missing keys are 0).
+fn fetch_rows(is_v: bool) {
+    let slot = lid / CHUNKS;
+    f0 = fetch_chunk(slot, is_v);
+    f1 = fetch_chunk(slot + PASS_ROWS, is_v);
+    f2 = fetch_chunk(slot + 2u * PASS_ROWS, is_v);
+    f3 = fetch_chunk(slot + 3u * PASS_ROWS, is_v);
+    if PASSES > 4u {
+        f4 = fetch_chunk(slot + 4u * PASS_ROWS, is_v);
+        f5 = fetch_chunk(slot + 5u * PASS_ROWS, is_v);
+        f6 = fetch_chunk(slot + 6u * PASS_ROWS, is_v);
+        f7 = fetch_chunk(slot + 7u * PASS_ROWS, is_v);
+    }
+}
+
 fn fetch_k() {
-    for (var j = 0u; j < FETCH4; j++) {
-        let at = kv_at(lid + j * WORKGROUP_SIZE);
-        var x = vec4<f16>(0.0h);
-        if at >= 0 {
-            x = k[at];
-        }
-        fetched[j] = x;
-    }
+    fetch_rows(false);
 }
 
-/// This invocation's elements of the tile's V rows, into registers (missing keys are 0).
 fn fetch_v() {
-    for (var j = 0u; j < FETCH4; j++) {
-        let at = kv_at(lid + j * WORKGROUP_SIZE);
-        var x = vec4<f16>(0.0h);
-        if at >= 0 {
-            x = v[at];
-        }
-        fetched[j] = x;
-    }
+    fetch_rows(true);
+}
+
+/// One fetched chunk into kv_tile row `slot` (two vec4<f16>).
+fn put_chunk(slot: u32, x: mat2x4<f16>) {
+    let at = slot * KV_ROW4 + 2u * (lid % CHUNKS);
+    kv_tile[at] = x[0];
+    kv_tile[at + 1u] = x[1];
 }
 
 /// The fetched rows into kv_tile (between barriers: nobody else reads kv_tile meanwhile).
 fn put_fetched() {
-    for (var j = 0u; j < FETCH4; j++) {
-        let i = lid + j * WORKGROUP_SIZE;
-        kv_tile[(i / D4) * KV_ROW4 + i % D4] = fetched[j];
+    let slot = lid / CHUNKS;
+    put_chunk(slot, f0);
+    put_chunk(slot + PASS_ROWS, f1);
+    put_chunk(slot + 2u * PASS_ROWS, f2);
+    put_chunk(slot + 3u * PASS_ROWS, f3);
+    if PASSES > 4u {
+        put_chunk(slot + 4u * PASS_ROWS, f4);
+        put_chunk(slot + 5u * PASS_ROWS, f5);
+        put_chunk(slot + 6u * PASS_ROWS, f6);
+        put_chunk(slot + 7u * PASS_ROWS, f7);
     }
 }
 
@@ -317,35 +350,60 @@ alias Acc = coop_mat16x16<f32, C>;
 alias MatA = coop_mat16x16<f16, A>;
 alias MatB = coop_mat16x16<f16, B>;
 
-// This subgroup's Q rows (fragment c: dims [16 c, 16 c + 16)) and unnormalised O rows
-// (accumulator c: columns [16 c, 16 c + 16)); only [0, HEAD_DIM / 16) are used. Indexed by
-// constants only, so that drivers keep them in registers.
-var<private> q_frag: array<MatA, 8>;
-var<private> o_acc: array<Acc, 8>;
+// Every matrix is a named variable, never an array element: the driver keeps named matrices
+// in registers, while arrays of matrices went to local memory (tests/wgpu_coop_bench.rs:
+// `matmul_direct_2x2_array` ran 6x slower than `matmul_direct_2x2`).
+// This subgroup's Q rows, dims [16 c, 16 c + 16) in q<c> (q4..q7 only at HEAD_DIM = 128).
+var<private> q0: MatA;
+var<private> q1: MatA;
+var<private> q2: MatA;
+var<private> q3: MatA;
+var<private> q4: MatA;
+var<private> q5: MatA;
+var<private> q6: MatA;
+var<private> q7: MatA;
+// Its unnormalised O rows, columns [16 c, 16 c + 16) in o<c>.
+var<private> o0: Acc;
+var<private> o1: Acc;
+var<private> o2: Acc;
+var<private> o3: Acc;
+var<private> o4: Acc;
+var<private> o5: Acc;
+var<private> o6: Acc;
+var<private> o7: Acc;
+// The tile's scores of its rows, keys [16 j, 16 j + 16) in s<j> (s2, s3 only at BLOCK_N = 64).
+var<private> s0: Acc;
+var<private> s1: Acc;
+var<private> s2: Acc;
+var<private> s3: Acc;
+
+/// Q rows [16 sg, +16), dims [16 c, +16) from the staged Q in kv_tile.
+fn q_frag(c: u32) -> MatA {
+    return coopLoadT<MatA>(&kv_tile[TILE * sg * KV_ROW4 + 4u * c], KV_ROW4);
+}
 
 fn load_q_fragments() {
-    let at = TILE * sg * KV_ROW4;
-    q_frag[0] = coopLoadT<MatA>(&kv_tile[at], KV_ROW4);
-    q_frag[1] = coopLoadT<MatA>(&kv_tile[at + 4u], KV_ROW4);
-    q_frag[2] = coopLoadT<MatA>(&kv_tile[at + 8u], KV_ROW4);
-    q_frag[3] = coopLoadT<MatA>(&kv_tile[at + 12u], KV_ROW4);
+    q0 = q_frag(0u);
+    q1 = q_frag(1u);
+    q2 = q_frag(2u);
+    q3 = q_frag(3u);
     if HEAD_DIM > 64u {
-        q_frag[4] = coopLoadT<MatA>(&kv_tile[at + 16u], KV_ROW4);
-        q_frag[5] = coopLoadT<MatA>(&kv_tile[at + 20u], KV_ROW4);
-        q_frag[6] = coopLoadT<MatA>(&kv_tile[at + 24u], KV_ROW4);
-        q_frag[7] = coopLoadT<MatA>(&kv_tile[at + 28u], KV_ROW4);
+        q4 = q_frag(4u);
+        q5 = q_frag(5u);
+        q6 = q_frag(6u);
+        q7 = q_frag(7u);
     }
 }
 
 fn clear_o() {
-    o_acc[0] = Acc();
-    o_acc[1] = Acc();
-    o_acc[2] = Acc();
-    o_acc[3] = Acc();
-    o_acc[4] = Acc();
-    o_acc[5] = Acc();
-    o_acc[6] = Acc();
-    o_acc[7] = Acc();
+    o0 = Acc();
+    o1 = Acc();
+    o2 = Acc();
+    o3 = Acc();
+    o4 = Acc();
+    o5 = Acc();
+    o6 = Acc();
+    o7 = Acc();
 }
 
 /// K rows [16 j, 16 j + 16), dims [16 c, 16 c + 16) as the B operand K^T (column-major view
@@ -354,26 +412,38 @@ fn k_frag(j: u32, c: u32) -> MatB {
     return coopLoad<MatB>(&kv_tile[j * TILE * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
-/// S block (slice rows) x (keys [16 j, 16 j + 16)) over all HEAD_DIM dims.
-fn score_block(j: u32) -> Acc {
-    var acc = Acc();
-    acc = coopMultiplyAdd(q_frag[0], k_frag(j, 0u), acc);
-    acc = coopMultiplyAdd(q_frag[1], k_frag(j, 1u), acc);
-    acc = coopMultiplyAdd(q_frag[2], k_frag(j, 2u), acc);
-    acc = coopMultiplyAdd(q_frag[3], k_frag(j, 3u), acc);
-    if HEAD_DIM > 64u {
-        acc = coopMultiplyAdd(q_frag[4], k_frag(j, 4u), acc);
-        acc = coopMultiplyAdd(q_frag[5], k_frag(j, 5u), acc);
-        acc = coopMultiplyAdd(q_frag[6], k_frag(j, 6u), acc);
-        acc = coopMultiplyAdd(q_frag[7], k_frag(j, 7u), acc);
+/// One 16-dim step of S: the key blocks' accumulators are independent, so their products
+/// can overlap (one dependent chain of HEAD_DIM / 16 products per block otherwise).
+fn score_step(qc: MatA, c: u32) {
+    s0 = coopMultiplyAdd(qc, k_frag(0u, c), s0);
+    s1 = coopMultiplyAdd(qc, k_frag(1u, c), s1);
+    if BLOCK_N > 32u {
+        s2 = coopMultiplyAdd(qc, k_frag(2u, c), s2);
+        s3 = coopMultiplyAdd(qc, k_frag(3u, c), s3);
     }
-    return acc;
 }
 
 fn scores() {
+    s0 = Acc();
+    s1 = Acc();
+    s2 = Acc();
+    s3 = Acc();
+    score_step(q0, 0u);
+    score_step(q1, 1u);
+    score_step(q2, 2u);
+    score_step(q3, 3u);
+    if HEAD_DIM > 64u {
+        score_step(q4, 4u);
+        score_step(q5, 5u);
+        score_step(q6, 6u);
+        score_step(q7, 7u);
+    }
     let at = TILE * sg * S_ROW4;
-    for (var j = 0u; j < BLOCK_N / TILE; j++) {
-        coopStoreT(score_block(j), &s_tile[at + 4u * j], S_ROW4);
+    coopStoreT(s0, &s_tile[at], S_ROW4);
+    coopStoreT(s1, &s_tile[at + 4u], S_ROW4);
+    if BLOCK_N > 32u {
+        coopStoreT(s2, &s_tile[at + 8u], S_ROW4);
+        coopStoreT(s3, &s_tile[at + 12u], S_ROW4);
     }
 }
 
@@ -382,20 +452,27 @@ fn v_frag(j: u32, c: u32) -> MatB {
     return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
+/// O += P[:, keys 16 j..] . V[keys 16 j.., :] (the HEAD_DIM / 16 products are independent).
+fn pv_step(j: u32) {
+    let p = coopLoadT<MatA>(&p_tile[TILE * sg * P_ROW4 + 4u * j], P_ROW4);
+    o0 = coopMultiplyAdd(p, v_frag(j, 0u), o0);
+    o1 = coopMultiplyAdd(p, v_frag(j, 1u), o1);
+    o2 = coopMultiplyAdd(p, v_frag(j, 2u), o2);
+    o3 = coopMultiplyAdd(p, v_frag(j, 3u), o3);
+    if HEAD_DIM > 64u {
+        o4 = coopMultiplyAdd(p, v_frag(j, 4u), o4);
+        o5 = coopMultiplyAdd(p, v_frag(j, 5u), o5);
+        o6 = coopMultiplyAdd(p, v_frag(j, 6u), o6);
+        o7 = coopMultiplyAdd(p, v_frag(j, 7u), o7);
+    }
+}
+
 fn accumulate_pv() {
-    let at = TILE * sg * P_ROW4;
-    for (var j = 0u; j < BLOCK_N / TILE; j++) {
-        let p = coopLoadT<MatA>(&p_tile[at + 4u * j], P_ROW4);
-        o_acc[0] = coopMultiplyAdd(p, v_frag(j, 0u), o_acc[0]);
-        o_acc[1] = coopMultiplyAdd(p, v_frag(j, 1u), o_acc[1]);
-        o_acc[2] = coopMultiplyAdd(p, v_frag(j, 2u), o_acc[2]);
-        o_acc[3] = coopMultiplyAdd(p, v_frag(j, 3u), o_acc[3]);
-        if HEAD_DIM > 64u {
-            o_acc[4] = coopMultiplyAdd(p, v_frag(j, 4u), o_acc[4]);
-            o_acc[5] = coopMultiplyAdd(p, v_frag(j, 5u), o_acc[5]);
-            o_acc[6] = coopMultiplyAdd(p, v_frag(j, 6u), o_acc[6]);
-            o_acc[7] = coopMultiplyAdd(p, v_frag(j, 7u), o_acc[7]);
-        }
+    pv_step(0u);
+    pv_step(1u);
+    if BLOCK_N > 32u {
+        pv_step(2u);
+        pv_step(3u);
     }
 }
 
@@ -423,28 +500,27 @@ fn scale_stash() {
 
 // Two accumulators per round (s_tile holds 32 columns of every row); the last barrier of each
 // round keeps s_tile from being overwritten before every subgroup has read it back.
-// (Written out: naga 30's SPIR-V writer fails on pointers to o_acc elements as arguments.)
 fn rescale_o() {
-    stash_pair(o_acc[0], o_acc[1]);
+    stash_pair(o0, o1);
     scale_stash();
-    o_acc[0] = unstash(0u);
-    o_acc[1] = unstash(1u);
+    o0 = unstash(0u);
+    o1 = unstash(1u);
     workgroupBarrier();
-    stash_pair(o_acc[2], o_acc[3]);
+    stash_pair(o2, o3);
     scale_stash();
-    o_acc[2] = unstash(0u);
-    o_acc[3] = unstash(1u);
+    o2 = unstash(0u);
+    o3 = unstash(1u);
     workgroupBarrier();
     if HEAD_DIM > 64u {
-        stash_pair(o_acc[4], o_acc[5]);
+        stash_pair(o4, o5);
         scale_stash();
-        o_acc[4] = unstash(0u);
-        o_acc[5] = unstash(1u);
+        o4 = unstash(0u);
+        o5 = unstash(1u);
         workgroupBarrier();
-        stash_pair(o_acc[6], o_acc[7]);
+        stash_pair(o6, o7);
         scale_stash();
-        o_acc[6] = unstash(0u);
-        o_acc[7] = unstash(1u);
+        o6 = unstash(0u);
+        o7 = unstash(1u);
         workgroupBarrier();
     }
 }
@@ -452,16 +528,16 @@ fn rescale_o() {
 fn stash_o(pair: u32) {
     switch pair {
         case 0u: {
-            stash_pair(o_acc[0], o_acc[1]);
+            stash_pair(o0, o1);
         }
         case 1u: {
-            stash_pair(o_acc[2], o_acc[3]);
+            stash_pair(o2, o3);
         }
         case 2u: {
-            stash_pair(o_acc[4], o_acc[5]);
+            stash_pair(o4, o5);
         }
         default: {
-            stash_pair(o_acc[6], o_acc[7]);
+            stash_pair(o6, o7);
         }
     }
 }

@@ -7,11 +7,33 @@ mod common;
 use minference::wgpu_backend::{Variant, WgpuBackend};
 use minference::Backend;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// The backends this test process has opened, one per forced variant (`None`: the default),
+/// shared by every test (the backend is `Sync`; tests run on several threads). One Vulkan
+/// device per test ran the NVIDIA driver out of resources after about 40 devices in one
+/// process on the H100 ("vulkan drivers/libraries could not be loaded" in the last tests of
+/// the suite, a segfault with two test threads).
+static OPENED: Mutex<Vec<(Option<Variant>, Arc<WgpuBackend>)>> = Mutex::new(Vec::new());
+
+/// The shared backend of `variant` (`None`: the default one), opened on first use.
+fn shared(variant: Option<Variant>) -> minference::Result<Arc<WgpuBackend>> {
+    let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, b)) = opened.iter().find(|(v, _)| *v == variant) {
+        return Ok(b.clone());
+    }
+    let b = Arc::new(match variant {
+        None => WgpuBackend::new()?,
+        Some(v) => WgpuBackend::with_variant(v)?,
+    });
+    opened.push((variant, b.clone()));
+    Ok(b)
+}
 
 /// The backend, or `None` (after saying why) when no adapter is found and none is required.
-fn wgpu() -> Option<Box<dyn Backend>> {
-    match WgpuBackend::new() {
-        Ok(b) => Some(Box::new(b)),
+fn wgpu() -> Option<Arc<WgpuBackend>> {
+    match shared(None) {
+        Ok(b) => Some(b),
         Err(e) => {
             if std::env::var("MINFERENCE_REQUIRE_WGPU").as_deref() == Ok("1") {
                 panic!("MINFERENCE_REQUIRE_WGPU=1 but the wgpu backend did not open: {e}");
@@ -37,10 +59,10 @@ backend_suite!(or_skip!());
 /// adapter or the adapter cannot run that variant. `MINFERENCE_REQUIRE_WGPU_VARIANTS`
 /// (comma-separated names, e.g. `rowwise,tiled,coop` on a GPU with cooperative matrices) turns
 /// those skips into failures.
-pub fn variant(v: Variant) -> Option<Box<dyn Backend>> {
+pub fn variant(v: Variant) -> Option<Arc<WgpuBackend>> {
     wgpu()?;
-    match WgpuBackend::with_variant(v) {
-        Ok(b) => Some(Box::new(b)),
+    match shared(Some(v)) {
+        Ok(b) => Some(b),
         Err(e) => {
             let required = std::env::var("MINFERENCE_REQUIRE_WGPU_VARIANTS").unwrap_or_default();
             if required.split(',').any(|s| s.trim() == v.name()) {
