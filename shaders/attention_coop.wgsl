@@ -128,8 +128,9 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     let kvh = h / (params.q_heads / params.kv_heads);
     kv_base4 = (b * params.kv_heads + kvh) * n * D4;
     q_base4 = bh * n * D4;
-    srow = lid % BLOCK_M;
-    shalf = lid / BLOCK_M;
+    // The two halves of a row are neighbouring lanes of one subgroup (they swap maxima).
+    srow = lid / 2u;
+    shalf = lid % 2u;
     m_used = MASKED;
     l_part = 0.0;
     window_sink = n;
@@ -243,21 +244,73 @@ fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
     return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
 }
 
-/// Online softmax of row `srow` with lazy rescaling. Both halves of the row compute the
-/// tile max over all the tile's keys (identically, so they agree on `m_used`); each turns its
-/// half of the keys into P (f16, to p_tile) and keeps its own part of the row sum. The first
-/// half publishes the row's O correction (1 when unchanged) and raises the rescale flag.
-/// No infinities are used (drivers may compile with fast math): masked scores are the finite
+/// Whether every row of the block sees every key of the current tile: a full range tile
+/// entirely at or below the block's first row, inside the A-shape window of every row.
+/// Workgroup-uniform (params, the tile bounds and row0 only).
+fn tile_fully_visible() -> bool {
+    let last = tile_base + BLOCK_N - 1u;
+    let rows_end = row0 + BLOCK_M; // rows past N are never stored: seeing more keys is harmless
+    let in_window = last < window_sink || rows_end - 1u - tile_base < window_local;
+    return !tile_columns && tile_hi >= tile_base + BLOCK_N && last <= row0 && in_window;
+}
+
+/// vec4 chunk `i` (of BLOCK_N / 8) of this invocation's half of the row: the halves walk
+/// their chunks in orders that put the two lanes of a row in different bank groups.
+fn half_chunk(i: u32) -> u32 {
+    let chunks = BLOCK_N / 8u;
+    return shalf * chunks + (i + shalf * (chunks / 2u)) % chunks;
+}
+
+/// Scores of chunk `i` of this invocation's half of the row, base 2; MASKED where the row
+/// does not see the key (not checked on fully visible tiles).
+fn half_scores(i: u32, full: bool) -> vec4<f32> {
+    let c = half_chunk(i);
+    let x = s_tile[srow * S_ROW4 + c] * params.scale_log2;
+    if full {
+        return x;
+    }
+    return select(vec4<f32>(MASKED), x, visible4(row0 + srow, tile_keys[c]));
+}
+
+/// P of chunk `i` (scores `x`) against m_used, to p_tile; returns its sum.
+fn emit_p(i: u32, x: vec4<f32>, full: bool) -> f32 {
+    var p: vec4<f32>;
+    if full {
+        p = exp2(x - vec4<f32>(m_used));
+    } else {
+        // Masked keys are exactly MASKED: P = 0 there, also while m_used is still MASKED.
+        p = select(vec4<f32>(0.0), exp2_clamped4(x - vec4<f32>(m_used)), x != vec4<f32>(MASKED));
+    }
+    p_tile[srow * P_ROW4 + half_chunk(i)] = vec4<f16>(p);
+    return dot(p, vec4<f32>(1.0));
+}
+
+/// Online softmax of row `srow` with lazy rescaling. Each half of the row reads its keys'
+/// scores once (held in registers: BLOCK_N = 64, 8 chunks), the two lanes swap their maxima
+/// (so they agree on `m_used`), then each turns its keys into P (f16, to p_tile) and keeps its
+/// own part of the row sum. The first half publishes the row's O correction (1 when
+/// unchanged) and raises the rescale flag. Full tiles below the diagonal skip the mask. No
+/// infinities are used (drivers may compile with fast math): masked scores are the finite
 /// MASKED and never reach exp2 unselected; a fully masked tile leaves the row unchanged.
 fn online_softmax() {
-    let row = row0 + srow;
-    let at = srow * S_ROW4;
-    let scale = params.scale_log2;
-    var tile_max = MASKED;
-    for (var c = 0u; c < BLOCK_N / 4u; c++) {
-        let x = select(vec4<f32>(MASKED), s_tile[at + c] * scale, visible4(row, tile_keys[c]));
-        tile_max = max(tile_max, max4(x));
+    let full = tile_fully_visible();
+    let x0 = half_scores(0u, full);
+    let x1 = half_scores(1u, full);
+    let x2 = half_scores(2u, full);
+    let x3 = half_scores(3u, full);
+    var half_max = max(max(max4(x0), max4(x1)), max(max4(x2), max4(x3)));
+    var x4 = vec4<f32>(MASKED);
+    var x5 = vec4<f32>(MASKED);
+    var x6 = vec4<f32>(MASKED);
+    var x7 = vec4<f32>(MASKED);
+    if BLOCK_N > 32u {
+        x4 = half_scores(4u, full);
+        x5 = half_scores(5u, full);
+        x6 = half_scores(6u, full);
+        x7 = half_scores(7u, full);
+        half_max = max(half_max, max(max(max4(x4), max4(x5)), max(max4(x6), max4(x7))));
     }
+    let tile_max = max(half_max, subgroupShuffleXor(half_max, 1u));
     var correction = 1.0;
     if tile_max > m_used + RESCALE_THRESHOLD {
         if m_used > MASKED {
@@ -265,15 +318,11 @@ fn online_softmax() {
         }
         m_used = tile_max;
     }
-    l_part *= correction;
-    let chunks = BLOCK_N / 8u; // vec4 chunks per half
-    for (var c = shalf * chunks; c < (shalf + 1u) * chunks; c++) {
-        let vis = visible4(row, tile_keys[c]);
-        let x = select(vec4<f32>(MASKED), s_tile[at + c] * scale, vis);
-        let p = select(vec4<f32>(0.0), exp2_clamped4(x - vec4<f32>(m_used)), vis);
-        l_part += dot(p, vec4<f32>(1.0));
-        p_tile[srow * P_ROW4 + c] = vec4<f16>(p);
+    var sum = emit_p(0u, x0, full) + emit_p(1u, x1, full) + emit_p(2u, x2, full) + emit_p(3u, x3, full);
+    if BLOCK_N > 32u {
+        sum += emit_p(4u, x4, full) + emit_p(5u, x5, full) + emit_p(6u, x6, full) + emit_p(7u, x7, full);
     }
+    l_part = l_part * correction + sum;
     if shalf == 0u {
         row_stat[srow] = correction;
         if correction != 1.0 {
