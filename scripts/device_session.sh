@@ -2,8 +2,10 @@
 # One call on the GPU machine for kernel work: the CUDA and wgpu test suites (every kernel
 # variant, failures are fatal there), `check` per wgpu variant, the CUDA bench over kernel
 # configs, a wgpu timing table, compute-sanitizer memcheck/racecheck on the CUDA check run,
-# ncu profiles, the torch comparison and the cooperative-matrix matmul microbenchmark
-# (PARTS=coopbench).
+# ncu profiles, the torch comparison, the cooperative-matrix matmul microbenchmark
+# (PARTS=coopbench), `minference bench` of the wgpu variants against CUDA (variantbench), and
+# side-by-side builds of candidate kernels (abtests, abbench: test binaries named in AB_BINS
+# under DEVBIN, default .devbin).
 # Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
 # `.gl` carried: `bash scripts/device_session.sh` (PARTS picks sections; logs to $OUT; at most
 # 8 files come back, so logs are few).
@@ -68,6 +70,17 @@ abbench)
     MINFERENCE_WGPU_VARIANT=${AB_VARIANT:-coop} MINFERENCE_BENCH_N=${WGPU_N:-16384} MINFERENCE_BENCH_H=${WGPU_H:-32} timeout 300 \
       $D/$bin --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|panicked"
   done ;;
+variantbench)
+  # `minference bench` (structured inputs, f16, D = 128): the wgpu backend in its default variant
+  # (coop where the adapter has cooperative matrices) and the CUDA backend in one run, then the
+  # wgpu tiled variant alone; JSON of both under $OUT.
+  pats=${VB_PATTERNS:-dense,a-shape,vertical-slash:1000,6096,block-sparse:100}
+  echo "== minference bench: wgpu (default variant) and cuda, one run"
+  timeout 400 $D/minference bench --backend wgpu,cuda --dtype f16 --heads ${VB_H:-32} --seq-lens ${VB_N:-16384,65536} \
+    --patterns $pats --json $OUT/bench_wgpu_cuda.json 2>&1 | grep -vE "^\s*$"
+  echo "== minference bench: wgpu tiled"
+  MINFERENCE_WGPU_VARIANT=tiled timeout 300 $D/minference bench --backend wgpu --dtype f16 --heads ${VB_H:-32} \
+    --seq-lens ${VB_N:-16384,65536} --patterns $pats --json $OUT/bench_wgpu_tiled.json 2>&1 | grep -vE "^\s*$" ;;
 wgpubench)
   for v in ${BENCH_VARIANTS:-tiled coop}; do
     echo "== wgpu $v bench"

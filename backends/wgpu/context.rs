@@ -117,9 +117,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Context {
     /// Open the first adapter wgpu offers (high performance preferred).
     ///
-    /// `coop`: also open the cooperative-matrix features where the adapter has them (only
-    /// the coop variant asks: the other variants run on a device without experimental
-    /// features, as tested).
+    /// `coop`: also open the cooperative-matrix features where the adapter has them (the
+    /// default backend and the coop variant ask; a backend forced to a portable variant runs
+    /// on a device without experimental features, as tested).
     pub fn open(coop: bool) -> Result<Self> {
         let unavailable = |reason: String| Error::Unavailable {
             backend: NAME,

