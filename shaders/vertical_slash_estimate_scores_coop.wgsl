@@ -1,7 +1,6 @@
 // The scores of the vertical-slash estimate on cooperative matrices (the coop variant, f16
-// storage): S = Q_last K^T of each 64-key tile by the 8 subgroups of the estimate's 256
-// invocations, TILES_PER_GROUP consecutive tiles per workgroup (the Q fragments are loaded
-// once, for its first tile), subgroup `sg` owning rows [16 (sg / 2), +16) x keys [32 (sg % 2), +32) (two
+// storage): S = Q_last K^T of one 64-key tile by the 8 subgroups of the estimate's 256
+// invocations, subgroup `sg` owning rows [16 (sg / 2), +16) x keys [32 (sg % 2), +32) (two
 // 16x16 f32 accumulators, HEAD_DIM / 16 products each). The last queries are staged as f16
 // in `qk_tile` (zeros past last_q), each subgroup takes its row slice as A fragments, then
 // the tile's keys are staged over them (zeros past N); S goes to `stage` (rows padded to 68
@@ -27,8 +26,6 @@ const QK_ROW4: u32 = 34u;
 const S_ROW4: u32 = 17u;
 /// vec4<f32> slots of `stage`: S [64 rows, S_ROW4], and at least the 1024 the passes use.
 const STAGE4: u32 = 1088u;
-/// Key tiles per workgroup (`COOP_ESTIMATE_TILES` in backends/wgpu/mod.rs).
-const TILES_PER_GROUP: u32 = 4u;
 
 var<workgroup> stage: array<vec4<f32>, STAGE4>;
 var<workgroup> qk_tile: array<vec4<f16>, 64u * QK_ROW4>; // [64, D]: Q_last, then the tile's keys
@@ -38,7 +35,6 @@ alias CoopA = coop_mat16x16<f16, A>;
 alias CoopB = coop_mat16x16<f16, B>;
 
 var<private> sg: u32; // this invocation's subgroup
-var<private> q_ready: bool; // the Q fragments are loaded (after the workgroup's first tile)
 // This subgroup's Q rows, dims [16 c, 16 c + 16) in qf<c> (named: kept in registers).
 var<private> qf0: CoopA;
 var<private> qf1: CoopA;
@@ -92,23 +88,20 @@ fn score_step(qc: CoopA, c: u32) {
 /// s = Q_last K^T for the micro-tile (base 2), through `stage`.
 fn scores_tile() {
     workgroupBarrier(); // the previous users of qk_tile and stage are done
+    stage_rows(true, q_base, params.last_q);
+    workgroupBarrier();
+    qf0 = q_fragment(0u);
+    qf1 = q_fragment(1u);
+    qf2 = q_fragment(2u);
+    qf3 = q_fragment(3u);
     let wide = params.head_dim > 64u;
-    if !q_ready {
-        stage_rows(true, q_base, params.last_q);
-        workgroupBarrier();
-        qf0 = q_fragment(0u);
-        qf1 = q_fragment(1u);
-        qf2 = q_fragment(2u);
-        qf3 = q_fragment(3u);
-        if wide {
-            qf4 = q_fragment(4u);
-            qf5 = q_fragment(5u);
-            qf6 = q_fragment(6u);
-            qf7 = q_fragment(7u);
-        }
-        q_ready = true;
-        workgroupBarrier(); // every Q fragment is loaded
+    if wide {
+        qf4 = q_fragment(4u);
+        qf5 = q_fragment(5u);
+        qf6 = q_fragment(6u);
+        qf7 = q_fragment(7u);
     }
+    workgroupBarrier(); // every Q fragment is loaded
     stage_rows(false, k_base + j0 * params.head_dim, min(BLOCK_N, params.seq_len - j0));
     workgroupBarrier();
     sa0 = CoopAcc();
@@ -135,11 +128,6 @@ fn scores_tile() {
     // The passes barrier before they overwrite `stage`.
 }
 
-/// Tile `i` of the workgroup's TILES_PER_GROUP, or `params.tiles` past the end (uniform).
-fn group_tile(wid: vec3<u32>, i: u32) -> u32 {
-    return min(wid.x * TILES_PER_GROUP + i, params.tiles);
-}
-
 @compute @workgroup_size(256)
 fn vertical_slash_estimate_stats_coop_f16(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -150,15 +138,8 @@ fn vertical_slash_estimate_stats_coop_f16(
         return; // uniform
     }
     sg = subgroup;
-    q_ready = false;
-    for (var i = 0u; i < TILES_PER_GROUP; i++) {
-        let tile = group_tile(wid, i);
-        if tile == params.tiles {
-            break; // uniform
-        }
-        start_tile(wid.y, tile, local);
-        tile_stats_pass(wid.y, tile);
-    }
+    start_tile(wid.y, wid.x, local);
+    tile_stats_pass(wid.y, wid.x);
 }
 
 @compute @workgroup_size(256)
@@ -171,13 +152,6 @@ fn vertical_slash_estimate_sums_coop_f16(
         return; // uniform
     }
     sg = subgroup;
-    q_ready = false;
-    for (var i = 0u; i < TILES_PER_GROUP; i++) {
-        let tile = group_tile(wid, i);
-        if tile == params.tiles {
-            break; // uniform
-        }
-        start_tile(wid.y, tile, local);
-        sums_pass(wid.y, tile);
-    }
+    start_tile(wid.y, wid.x, local);
+    sums_pass(wid.y, wid.x);
 }

@@ -174,10 +174,6 @@ const VERTICAL_SLASH_ESTIMATE: Family = Family {
     slots: VERTICAL_SLASH_ESTIMATE_SLOTS,
 };
 
-/// Key tiles per workgroup of the coop estimate kernels (`TILES_PER_GROUP` in
-/// `vertical_slash_estimate_scores_coop.wgsl`).
-const COOP_ESTIMATE_TILES: usize = 4;
-
 /// The vertical-slash estimate's stats and sums on cooperative matrices (the coop variant,
 /// f16 storage); its combine and slash kernels are the portable family's.
 const VERTICAL_SLASH_ESTIMATE_COOP: Family = Family {
@@ -998,27 +994,23 @@ impl WgpuBackend {
             let tiles_u32 = u32_of("tiles", tiles)?;
             let family = &VERTICAL_SLASH_ESTIMATE;
             // The coop variant computes the estimate's scores on cooperative matrices.
-            // The coop variant computes the estimate's scores on cooperative matrices,
-            // COOP_ESTIMATE_TILES key tiles per workgroup.
-            let (stats, sums, groups) = if self.effective_variant(f16) == Variant::CoopMatrix {
+            let (stats, sums) = if self.effective_variant(f16) == Variant::CoopMatrix {
                 let coop = &VERTICAL_SLASH_ESTIMATE_COOP;
                 (
                     ctx.kernel(coop, "vertical_slash_estimate_stats_coop_f16")?,
                     ctx.kernel(coop, "vertical_slash_estimate_sums_coop_f16")?,
-                    u32_of("tiles", tiles.div_ceil(COOP_ESTIMATE_TILES))?,
                 )
             } else {
                 (
                     ctx.kernel(family, Self::entry("vertical_slash_estimate_stats", f16))?,
                     ctx.kernel(family, Self::entry("vertical_slash_estimate_sums", f16))?,
-                    tiles_u32,
                 )
             };
-            stages.dispatch(&stats, &bufs, [groups, heads_u32, 1])?;
+            stages.dispatch(&stats, &bufs, [tiles_u32, heads_u32, 1])?;
             let combine = ctx.kernel(family, "vertical_slash_estimate_combine")?;
             let last_q = u32_of("last_q", LAST_Q.min(n))?;
             stages.dispatch(&combine, &bufs, [last_q, heads_u32, 1])?;
-            stages.dispatch(&sums, &bufs, [groups, heads_u32, 1])?;
+            stages.dispatch(&sums, &bufs, [tiles_u32, heads_u32, 1])?;
             let slash = ctx.kernel(family, "vertical_slash_estimate_slash")?;
             let grid_x = u32_of("seq_len", n.div_ceil(VERTICAL_SLASH_SLASH_THREADS))?;
             stages.dispatch(&slash, &bufs, [grid_x, heads_u32, 1])?;
@@ -1399,15 +1391,6 @@ const _: () = assert!(COOP_WORKGROUP_BYTES <= 48 * 1024);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The coop estimate's tiles per workgroup are the WGSL's own.
-    #[test]
-    fn coop_estimate_tiles_match_the_wgsl() {
-        let src = include_str!("../../shaders/vertical_slash_estimate_scores_coop.wgsl");
-        assert!(src.contains(&format!(
-            "const TILES_PER_GROUP: u32 = {COOP_ESTIMATE_TILES}u;"
-        )));
-    }
 
     /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
     #[test]
