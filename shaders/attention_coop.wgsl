@@ -231,6 +231,19 @@ fn visible4(row: u32, keys: vec4<i32>) -> vec4<bool> {
     return (keys >= vec4<i32>(0)) & (j <= i) & in_window & vec4<bool>(row < params.seq_len);
 }
 
+fn max4(x: vec4<f32>) -> f32 {
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+/// exp2 that is exactly 0 below 2^-120 and never sees a huge negative argument.
+fn exp2_clamped(x: f32) -> f32 {
+    return select(0.0, exp2(max(x, -120.0)), x > -120.0);
+}
+
+fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
+}
+
 /// Whether every row of the block sees every key of the current tile: a full range tile
 /// entirely at or below the block's first row, inside the A-shape window of every row.
 /// Workgroup-uniform (params, the tile bounds and row0 only).

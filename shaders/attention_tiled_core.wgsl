@@ -225,6 +225,14 @@ fn visible(row: u32, j: vec4<u32>) -> vec4<bool> {
     return (j <= i) & in_window & vec4<bool>(row < params.seq_len);
 }
 
+fn max4(x: vec4<f32>) -> f32 {
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
+}
+
 /// Max over the 16 invocations of this row group of `x` (one component per row).
 /// Starts and ends with a barrier: `stage` is free before and after.
 fn row_group_max(x: vec4<f32>) -> vec4<f32> {

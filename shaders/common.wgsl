@@ -64,3 +64,13 @@ fn load_v4(i: u32) -> vec4<f32> {
     }
     return vec4<f32>(bitcast<f32>(v[i]), bitcast<f32>(v[i + 1u]), bitcast<f32>(v[i + 2u]), bitcast<f32>(v[i + 3u]));
 }
+
+fn positive_infinity() -> f32 {
+    return bitcast<f32>(0x7f800000u);
+}
+
+/// exp2 that is exactly 0 below 2^-120 and never sees a huge negative argument (the
+/// running max starts at the finite MASKED; some drivers mishandle exp2 far out of range).
+fn exp2_clamped(x: f32) -> f32 {
+    return select(0.0, exp2(max(x, -120.0)), x > -120.0);
+}

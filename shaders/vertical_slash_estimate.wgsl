@@ -5,11 +5,8 @@
 // S = Q_last K^T is computed in key tiles of BLOCK_N = 64 keys by workgroups of THREADS = 256
 // invocations on a 16 x 16 grid (tx = lid % 16, ty = lid / 16): invocation (tx, ty) holds the
 // 4 x 4 micro-tile S[4ty + r, 4tx + j] (rows are the last queries, columns the tile's keys),
-// computed by `scores_tile()`: from Q and K chunks staged in 16 KiB of workgroup memory (the
-// portable WebGPU limit) in vertical_slash_estimate_scores.wgsl, or on 16x16x16 cooperative
-// matrices in vertical_slash_estimate_scores_coop.wgsl (the coop variant, f16 storage). That
-// file also declares `stage` (at least 1024 vec4<f32>) and the stats and sums entry points.
-// Four entry points, dispatched in order:
+// from Q and K chunks of QK_CHUNK = 32 dims staged in 16 KiB of workgroup memory (the
+// portable WebGPU limit). Four entry points, dispatched in order:
 // - `vertical_slash_estimate_stats_*`: grid (tiles, B * Hq): per (row, tile) the max and sum
 //   of exp2 over the tile's visible keys (base 2);
 // - `vertical_slash_estimate_combine`: grid (LAST_Q, B * Hq), 64 invocations per row folding
@@ -47,6 +44,12 @@ const LAST_Q: u32 = 64u;
 const BLOCK_N: u32 = 64u;
 const THREADS: u32 = 256u;
 const GRID: u32 = 16u;
+/// vec4 columns of a staged Q or K chunk (QK_CHUNK = 32 dims).
+const QK_CHUNK4: u32 = 8u;
+/// vec4 slots of a staged Q or K chunk: LAST_Q (= BLOCK_N) rows of QK_CHUNK4.
+const CHUNK_SLOTS: u32 = 512u;
+/// vec4 slots of `stage`: 16 KiB.
+const STAGE4: u32 = 1024u;
 /// Combine: invocations per estimate row.
 const COMBINE_THREADS: u32 = 64u;
 /// Slash: offsets per workgroup.
@@ -57,6 +60,11 @@ const KIND_VERTICAL_SLASH: u32 = 1u;
 /// Score of a masked entry and running max of an empty key set: finite (no infinities),
 /// below any base-2 score.
 const MASKED: f32 = -1.0e30;
+
+// In turn: the Q chunk (slots [0, CHUNK_SLOTS)) and the K chunk (the rest), each
+// [64 rows, QK_CHUNK4] swizzled (`qk_at`); the stats partials [16 (tx), 64 (row)]; the
+// probability tile P [64 rows, BLOCK_N / 4]; the combine's partials (one per invocation).
+var<workgroup> stage: array<vec4<f32>, STAGE4>;
 
 var<private> lid: u32;
 var<private> tx: u32;
@@ -91,6 +99,58 @@ fn start_tile(bh: u32, tile: u32, local: u32) {
     k_base = (b * params.kv_heads + kvh) * n * d;
 }
 
+/// Slot of (row, vec4 column c) in a staged chunk: rows of QK_CHUNK4 vec4, columns
+/// XOR-swizzled by row / 4 so the 8 rows 4tx read at once hit distinct banks.
+fn qk_at(row: u32, c: u32) -> u32 {
+    return row * QK_CHUNK4 + (c ^ ((row >> 2u) & 7u));
+}
+
+/// Stage dims [4 c0, 4 c0 + QK_CHUNK) of the last queries (pre-scaled; rows >= last_q are 0)
+/// and of the tile's keys (keys >= N are 0), between two barriers.
+fn load_qk_chunk(c0: u32) {
+    workgroupBarrier(); // the previous users of `stage` are done
+    for (var e = 0u; e < CHUNK_SLOTS / THREADS; e++) {
+        let i = lid + e * THREADS;
+        let row = i / QK_CHUNK4;
+        let c = i % QK_CHUNK4;
+        var q4 = vec4<f32>(0.0);
+        if row < params.last_q {
+            q4 = load_q4(q_base + row * params.head_dim + 4u * (c0 + c)) * params.scale_log2;
+        }
+        var k4 = vec4<f32>(0.0);
+        if j0 + row < params.seq_len {
+            k4 = load_k4(k_base + (j0 + row) * params.head_dim + 4u * (c0 + c));
+        }
+        stage[qk_at(row, c)] = q4;
+        stage[CHUNK_SLOTS + qk_at(row, c)] = k4;
+    }
+    workgroupBarrier();
+}
+
+/// s = Q_last K^T for the micro-tile, over D in chunks of QK_CHUNK.
+fn scores_tile() {
+    s[0] = vec4<f32>(0.0);
+    s[1] = vec4<f32>(0.0);
+    s[2] = vec4<f32>(0.0);
+    s[3] = vec4<f32>(0.0);
+    for (var c0 = 0u; c0 < params.head_dim / 4u; c0 += QK_CHUNK4) {
+        load_qk_chunk(c0);
+        for (var c = 0u; c < QK_CHUNK4; c++) {
+            // Column j of k4 is key 4tx + j: q * k4 = (q . k_0, .., q . k_3).
+            let k4 = mat4x4<f32>(
+                stage[CHUNK_SLOTS + qk_at(4u * tx, c)],
+                stage[CHUNK_SLOTS + qk_at(4u * tx + 1u, c)],
+                stage[CHUNK_SLOTS + qk_at(4u * tx + 2u, c)],
+                stage[CHUNK_SLOTS + qk_at(4u * tx + 3u, c)],
+            );
+            s[0] += stage[qk_at(4u * ty, c)] * k4;
+            s[1] += stage[qk_at(4u * ty + 1u, c)] * k4;
+            s[2] += stage[qk_at(4u * ty + 2u, c)] * k4;
+            s[3] += stage[qk_at(4u * ty + 3u, c)] * k4;
+        }
+    }
+}
+
 /// Which keys of the micro-tile row r (0..4) sees: (row 4ty + r, key j) counts iff the row
 /// is one of the last_q, j < N and j <= i = n - last_q + row.
 fn visible(r: u32) -> vec4<bool> {
@@ -98,6 +158,14 @@ fn visible(r: u32) -> vec4<bool> {
     let i = params.seq_len - params.last_q + row;
     let j = vec4<u32>(j0 + 4u * tx) + vec4<u32>(0u, 1u, 2u, 3u);
     return (j <= vec4<u32>(i)) & vec4<bool>(row < params.last_q);
+}
+
+fn max4(x: vec4<f32>) -> f32 {
+    return max(max(x.x, x.y), max(x.z, x.w));
+}
+
+fn exp2_clamped4(x: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), exp2(max(x, vec4<f32>(-120.0))), x > vec4<f32>(-120.0));
 }
 
 /// (max, sum of exp2) of micro-tile row r (scores x) over its visible keys; (MASKED, 0) if
@@ -239,9 +307,49 @@ fn finish_slash(wid: vec3<u32>, local: u32) {
     }
 }
 
+@compute @workgroup_size(256)
+fn vertical_slash_estimate_stats_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    if !is_vertical_slash(wid.y) {
+        return; // uniform
+    }
+    storage_f16 = false;
+    start_tile(wid.y, wid.x, local);
+    tile_stats_pass(wid.y, wid.x);
+}
+
+@compute @workgroup_size(256)
+fn vertical_slash_estimate_stats_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    if !is_vertical_slash(wid.y) {
+        return; // uniform
+    }
+    storage_f16 = true;
+    start_tile(wid.y, wid.x, local);
+    tile_stats_pass(wid.y, wid.x);
+}
+
 @compute @workgroup_size(64)
 fn vertical_slash_estimate_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     combine_rows(wid, local);
+}
+
+@compute @workgroup_size(256)
+fn vertical_slash_estimate_sums_f32(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    if !is_vertical_slash(wid.y) {
+        return; // uniform
+    }
+    storage_f16 = false;
+    start_tile(wid.y, wid.x, local);
+    sums_pass(wid.y, wid.x);
+}
+
+@compute @workgroup_size(256)
+fn vertical_slash_estimate_sums_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    if !is_vertical_slash(wid.y) {
+        return; // uniform
+    }
+    storage_f16 = true;
+    start_tile(wid.y, wid.x, local);
+    sums_pass(wid.y, wid.x);
 }
 
 @compute @workgroup_size(256)

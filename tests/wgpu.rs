@@ -422,13 +422,43 @@ variant_suite!(coop, super::Variant::CoopMatrix);
 /// so this is what CI checks.
 #[test]
 fn coop_shaders_validate_and_compile_to_spirv() {
-    use minference::wgpu_backend::{
-        coop_constants, COOP_ESTIMATE_SOURCE, COOP_SOURCES, COOP_WORKGROUP_BYTES,
-    };
+    use minference::wgpu_backend::{coop_constants, COOP_SOURCES, COOP_WORKGROUP_BYTES};
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
     for (stem, source) in COOP_SOURCES {
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{stem}: WGSL parse error:\n{}", e.emit_to_string(source)));
+        let caps = Capabilities::COOPERATIVE_MATRIX
+            | Capabilities::SHADER_FLOAT16
+            | Capabilities::SHADER_FLOAT16_IN_FLOAT32
+            | Capabilities::SUBGROUP;
+        let info = naga::valid::Validator::new(ValidationFlags::all(), caps)
+            .subgroup_stages(ShaderStages::COMPUTE)
+            .subgroup_operations(SubgroupOperationSet::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{stem}: validation error:\n{}", e.emit_to_string(source)));
         let entry = format!("{stem}_f16");
+        assert!(
+            module.entry_points.iter().any(|e| e.name == entry),
+            "{stem}: no entry point `{entry}`"
+        );
         for d in [64, 128] {
-            let workgroup_bytes = naga_compile_coop(stem, source, &entry, coop_constants(d));
+            let constants = coop_constants(d)
+                .iter()
+                .map(|&(k, v)| (k.to_string(), f64::from(v)))
+                .collect();
+            let (m, i) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, &entry)),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{stem} D={d}: pipeline constants: {e}"));
+            let workgroup_bytes: u32 = m
+                .global_variables
+                .iter()
+                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx()))
+                .sum();
             if d == 128 {
                 assert_eq!(
                     workgroup_bytes, COOP_WORKGROUP_BYTES,
@@ -439,67 +469,19 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 workgroup_bytes <= COOP_WORKGROUP_BYTES,
                 "{stem} D={d}: {workgroup_bytes} bytes"
             );
+            let options = naga::back::spv::Options {
+                lang_version: (1, 3),
+                ..Default::default()
+            };
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: entry.clone(),
+            };
+            let words = naga::back::spv::write_vec(&m, &i, &options, Some(&pipeline))
+                .unwrap_or_else(|e| panic!("{stem} D={d}: SPIR-V error: {e}"));
+            assert!(words.len() > 100, "{stem}: {} SPIR-V words", words.len());
         }
     }
-    // The estimate's coop kernels (no pipeline constants): within the coop variant's budget.
-    let (source, entries) = COOP_ESTIMATE_SOURCE;
-    for entry in entries {
-        let workgroup_bytes = naga_compile_coop("vertical_slash_estimate_coop", source, entry, &[]);
-        assert!(
-            workgroup_bytes <= COOP_WORKGROUP_BYTES,
-            "{entry}: {workgroup_bytes} bytes"
-        );
-    }
-}
-
-/// Parse and validate a cooperative-matrix module with naga, specialise entry point `entry`
-/// with `constants` and write it as SPIR-V; its workgroup memory in bytes.
-fn naga_compile_coop(stem: &str, source: &str, entry: &str, constants: &[(&str, u32)]) -> u32 {
-    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
-    let module = naga::front::wgsl::parse_str(source)
-        .unwrap_or_else(|e| panic!("{stem}: WGSL parse error:\n{}", e.emit_to_string(source)));
-    let caps = Capabilities::COOPERATIVE_MATRIX
-        | Capabilities::SHADER_FLOAT16
-        | Capabilities::SHADER_FLOAT16_IN_FLOAT32
-        | Capabilities::SUBGROUP;
-    let info = naga::valid::Validator::new(ValidationFlags::all(), caps)
-        .subgroup_stages(ShaderStages::COMPUTE)
-        .subgroup_operations(SubgroupOperationSet::all())
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{stem}: validation error:\n{}", e.emit_to_string(source)));
-    assert!(
-        module.entry_points.iter().any(|e| e.name == entry),
-        "{stem}: no entry point `{entry}`"
-    );
-    let constants = constants
-        .iter()
-        .map(|&(k, v)| (k.to_string(), f64::from(v)))
-        .collect();
-    let (m, i) = naga::back::pipeline_constants::process_overrides(
-        &module,
-        &info,
-        Some((naga::ShaderStage::Compute, entry)),
-        &constants,
-    )
-    .unwrap_or_else(|e| panic!("{stem} {entry} {constants:?}: pipeline constants: {e}"));
-    let workgroup_bytes: u32 = m
-        .global_variables
-        .iter()
-        .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
-        .map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx()))
-        .sum();
-    let options = naga::back::spv::Options {
-        lang_version: (1, 3),
-        ..Default::default()
-    };
-    let pipeline = naga::back::spv::PipelineOptions {
-        shader_stage: naga::ShaderStage::Compute,
-        entry_point: entry.to_string(),
-    };
-    let words = naga::back::spv::write_vec(&m, &i, &options, Some(&pipeline))
-        .unwrap_or_else(|e| panic!("{stem} {entry}: SPIR-V error: {e}"));
-    assert!(words.len() > 100, "{stem}: {} SPIR-V words", words.len());
-    workgroup_bytes
 }
 
 /// The three coop kernels one by one on f16 (the dtype they serve), awkward shapes, both head

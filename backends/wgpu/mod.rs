@@ -78,7 +78,6 @@ const DENSE_ATTENTION: Family = attention_family!(
     "dense_attention",
     [
         "common.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "attention_core.wgsl",
         "dense_attention.wgsl"
@@ -90,7 +89,6 @@ const A_SHAPE_ATTENTION: Family = attention_family!(
     "a_shape_attention",
     [
         "common.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "attention_core.wgsl",
         "a_shape_attention.wgsl"
@@ -102,7 +100,6 @@ const SPARSE_ATTENTION: Family = attention_family!(
     "sparse_attention",
     [
         "common.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "attention_core.wgsl",
         "sparse_index.wgsl",
@@ -115,7 +112,6 @@ const DENSE_ATTENTION_TILED: Family = attention_family!(
     "dense_attention_tiled",
     [
         "common.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "attention_tiled_core.wgsl",
         "dense_attention_tiled.wgsl"
@@ -127,7 +123,6 @@ const A_SHAPE_ATTENTION_TILED: Family = attention_family!(
     "a_shape_attention_tiled",
     [
         "common.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "attention_tiled_core.wgsl",
         "a_shape_attention_tiled.wgsl"
@@ -139,7 +134,6 @@ const SPARSE_ATTENTION_TILED: Family = attention_family!(
     "sparse_attention_tiled",
     [
         "common.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "attention_tiled_core.wgsl",
         "sparse_index.wgsl",
@@ -157,40 +151,21 @@ const TILED_WORKGROUP_BYTES: u32 = 32768;
 /// Offsets per workgroup of `vertical_slash_estimate_slash` (`SLASH_THREADS` in WGSL).
 const VERTICAL_SLASH_SLASH_THREADS: usize = 256;
 
-/// Bindings of the vertical-slash estimate: params, q, k, (k again for the unused v slot),
-/// head_kind, tile_stats, row_stats, scores, slash_lower.
-const VERTICAL_SLASH_ESTIMATE_SLOTS: &[Slot] = &[
-    Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
-];
-
 const VERTICAL_SLASH_ESTIMATE: Family = Family {
     stem: "vertical_slash_estimate",
     source: concat!(
         include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/math.wgsl"),
-        include_str!("../../shaders/vertical_slash_estimate.wgsl"),
-        include_str!("../../shaders/vertical_slash_estimate_scores.wgsl")
-    ),
-    slots: VERTICAL_SLASH_ESTIMATE_SLOTS,
-};
-
-/// The vertical-slash estimate's stats and sums on cooperative matrices (the coop variant,
-/// f16 storage); its combine and slash kernels are the portable family's.
-const VERTICAL_SLASH_ESTIMATE_COOP: Family = Family {
-    stem: "vertical_slash_estimate_coop",
-    source: concat!(
-        include_str!("../../shaders/vertical_slash_estimate_scores_coop.wgsl"),
-        include_str!("../../shaders/math.wgsl"),
         include_str!("../../shaders/vertical_slash_estimate.wgsl")
     ),
-    slots: VERTICAL_SLASH_ESTIMATE_SLOTS,
+    slots: &[
+        Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+    ],
 };
 
 const BLOCK_SPARSE_INDEX: Family = Family {
     stem: "block_sparse_index",
     source: concat!(
         include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/math.wgsl"),
         include_str!("../../shaders/block_sparse_index.wgsl")
     ),
     slots: &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
@@ -255,7 +230,6 @@ const DENSE_ATTENTION_COOP: Family = attention_family!(
     "dense_attention_coop",
     [
         "attention_coop.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "dense_attention_coop.wgsl"
     ],
@@ -266,7 +240,6 @@ const A_SHAPE_ATTENTION_COOP: Family = attention_family!(
     "a_shape_attention_coop",
     [
         "attention_coop.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "a_shape_attention_coop.wgsl"
     ],
@@ -277,23 +250,11 @@ const SPARSE_ATTENTION_COOP: Family = attention_family!(
     "sparse_attention_coop",
     [
         "attention_coop.wgsl",
-        "math.wgsl",
         "attention_common.wgsl",
         "sparse_index.wgsl",
         "sparse_attention_coop.wgsl"
     ],
     SPARSE_SLOTS
-);
-
-/// The cooperative-matrix vertical-slash estimate module and its entry points (validated
-/// offline by the wgpu tests, as [`COOP_SOURCES`]).
-#[doc(hidden)]
-pub const COOP_ESTIMATE_SOURCE: (&str, [&str; 2]) = (
-    VERTICAL_SLASH_ESTIMATE_COOP.source,
-    [
-        "vertical_slash_estimate_stats_coop_f16",
-        "vertical_slash_estimate_sums_coop_f16",
-    ],
 );
 
 /// The WGSL sources of the cooperative-matrix families, by stem (for offline validation).
@@ -993,23 +954,12 @@ impl WgpuBackend {
             ];
             let tiles_u32 = u32_of("tiles", tiles)?;
             let family = &VERTICAL_SLASH_ESTIMATE;
-            // The coop variant computes the estimate's scores on cooperative matrices.
-            let (stats, sums) = if self.effective_variant(f16) == Variant::CoopMatrix {
-                let coop = &VERTICAL_SLASH_ESTIMATE_COOP;
-                (
-                    ctx.kernel(coop, "vertical_slash_estimate_stats_coop_f16")?,
-                    ctx.kernel(coop, "vertical_slash_estimate_sums_coop_f16")?,
-                )
-            } else {
-                (
-                    ctx.kernel(family, Self::entry("vertical_slash_estimate_stats", f16))?,
-                    ctx.kernel(family, Self::entry("vertical_slash_estimate_sums", f16))?,
-                )
-            };
+            let stats = ctx.kernel(family, Self::entry("vertical_slash_estimate_stats", f16))?;
             stages.dispatch(&stats, &bufs, [tiles_u32, heads_u32, 1])?;
             let combine = ctx.kernel(family, "vertical_slash_estimate_combine")?;
             let last_q = u32_of("last_q", LAST_Q.min(n))?;
             stages.dispatch(&combine, &bufs, [last_q, heads_u32, 1])?;
+            let sums = ctx.kernel(family, Self::entry("vertical_slash_estimate_sums", f16))?;
             stages.dispatch(&sums, &bufs, [tiles_u32, heads_u32, 1])?;
             let slash = ctx.kernel(family, "vertical_slash_estimate_slash")?;
             let grid_x = u32_of("seq_len", n.div_ceil(VERTICAL_SLASH_SLASH_THREADS))?;
@@ -1177,8 +1127,8 @@ impl Backend for WgpuBackend {
                     Variant::CoopMatrix => format!(
                         "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
                          accumulation, 64 query rows per workgroup, O in registers, lazy rescaling) \
-                         and the vertical-slash estimate's scores on them, for f16 tensors; f32 \
-                         and bf16 tensors run the {} kernels",
+                         for f16 tensors; f32 and bf16 \
+                         tensors run the {} kernels",
                         self.portable_variant()
                     ),
                 }
