@@ -56,7 +56,7 @@ coopbench)
   timeout 200 $D/wgpu_coop_bench-test --ignored coop_matmul_throughput --nocapture 2>&1 \
     | grep -vE "^(running|test result|$)" ;;
 abtests)
-  # The wgpu suite (coop required) once per test binary named in AB_BINS (under .devbin), one
+  # The wgpu suite (coop required) once per test binary named in AB_BINS (under $D), one
   # thread, each test's line shown: builds of candidate kernels side by side.
   for bin in ${AB_BINS:-wgpu-test}; do
     echo "== wgpu tests: $bin"
