@@ -549,6 +549,8 @@ fn scale_stash() {
 
 // Two accumulators per round (s_tile holds 32 columns of every row); the last barrier of each
 // round keeps s_tile from being overwritten before every subgroup has read it back.
+// (Written out per pair: naga 30's SPIR-V writer failed on pointers to private matrix array
+// elements as call arguments; pointers to the named matrices are untried on a GPU.)
 fn rescale_o() {
     stash_pair(o0, o1);
     scale_stash();

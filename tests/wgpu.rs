@@ -286,15 +286,8 @@ fn bench_dense_vs_sparse() {
     use std::time::Instant;
     let b = or_skip!();
     eprintln!("device: {}", b.info().device);
-    let ns: Vec<usize> = std::env::var("MINFERENCE_BENCH_N")
-        .unwrap_or_else(|_| "4096,16384".into())
-        .split(',')
-        .filter_map(|x| x.trim().parse().ok())
-        .collect();
-    let h: usize = std::env::var("MINFERENCE_BENCH_H")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+    let ns = bench_lengths();
+    let h = bench_env("MINFERENCE_BENCH_H", 8);
     let d = 128;
     for n in ns {
         let shape = AttnShape::new(1, h, h, n, d).unwrap();
@@ -347,6 +340,24 @@ fn bench_dense_vs_sparse() {
     }
 }
 
+/// The sequence lengths of the by-hand benchmarks: `MINFERENCE_BENCH_N` (comma-separated),
+/// default 4096,16384.
+fn bench_lengths() -> Vec<usize> {
+    std::env::var("MINFERENCE_BENCH_N")
+        .unwrap_or_else(|_| "4096,16384".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect()
+}
+
+/// A count of the by-hand benchmarks from the environment variable `name`, else `default`.
+fn bench_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Where the index time goes (run by hand on a GPU: `--ignored bench_index_stages
 /// --nocapture`): H = 8, D = 128, f16, vertical-slash 1000/6096 on every head (the
 /// `bench_dense_vs_sparse` setting); the median of a plain `build_index`, then the median
@@ -358,19 +369,10 @@ fn bench_dense_vs_sparse() {
 fn bench_index_stages() {
     use minference::{AttnShape, DType, Pattern};
     use std::time::Instant;
-    let Some(_) = wgpu() else { return };
-    let b = WgpuBackend::new().expect("opened a moment ago");
+    let Some(b) = wgpu() else { return };
     eprintln!("device: {}", b.info().device);
-    let ns: Vec<usize> = std::env::var("MINFERENCE_BENCH_N")
-        .unwrap_or_else(|_| "4096,16384".into())
-        .split(',')
-        .filter_map(|x| x.trim().parse().ok())
-        .collect();
-    let reps: usize = std::env::var("MINFERENCE_BENCH_REPS")
-        .ok()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let ns = bench_lengths();
+    let reps = bench_env("MINFERENCE_BENCH_REPS", 5).max(1);
     let (h, d) = (8, 128);
     let median = |mut t: Vec<f64>| {
         t.sort_by(f64::total_cmp);
