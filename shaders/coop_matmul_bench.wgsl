@@ -20,6 +20,15 @@
 // - `matmul_shared_4sg_rt`: `matmul_shared_4sg` with the workgroup-memory strides of coopLoad
 //   unknown to the compiler (equal at run time, taken from `arrayLength`), as in the first coop
 //   attention kernel, which passed `params.head_dim`.
+// - `matmul_shared_2x4`: staged like `matmul_shared_8sg` but with named accumulators: 8
+//   subgroups of 32 x 64 (2 x 4), 128 x 128 per workgroup (the shared kernels above keep their
+//   accumulators in an array behind a pointer, which `matmul_direct_2x2_array` shows spills);
+// - `matmul_shared_4x4`: staged, named, 4 subgroups of 64 x 64 (16 accumulators), 128 x 128
+//   per workgroup: the same loads per product as `matmul_direct_4x4`, from workgroup memory;
+// - `mma_peak_2x4`: no loads in the loop: each subgroup loads 2 A and 4 B fragments once and
+//   multiplies them DIM / 16 times into 8 named accumulators (the grid of a 128 x 64 block
+//   per workgroup: as many products as the matmul). C = (DIM / 16) A[rows, 0..16] B[0..16,
+//   cols]: the ceiling of the matrix instructions alone.
 enable f16;
 enable wgpu_cooperative_matrix;
 // Matrix ops must run in subgroup-uniform control flow; every branch and loop bound below
@@ -45,6 +54,10 @@ const B_ROW4: u32 = 64u / 4u + 2u;
 // Staged chunks of the shared-memory kernels: A [128, BK], B [BK, 64].
 var<workgroup> a_tile: array<vec4<f16>, 128u * A_ROW4>;
 var<workgroup> b_tile: array<vec4<f16>, BK * B_ROW4>;
+/// Padded row of a staged 128-column B chunk, in vec4<f16>.
+const WIDE_B_ROW4: u32 = 128u / 4u + 2u;
+// Staged B chunk of the 128 x 128 named kernels: [BK, 128].
+var<workgroup> wide_b_tile: array<vec4<f16>, BK * WIDE_B_ROW4>;
 
 alias Acc = coop_mat16x16<f32, C>;
 alias MatA = coop_mat16x16<f16, A>;
@@ -267,4 +280,144 @@ fn matmul_shared_4sg_rt(
         mma_staged_2x2_strides(r, cc, sa, sb, &acc);
     }
     store_2x2(acc, row0 + r, col0 + cc);
+}
+
+/// Stage A rows [row0, row0 + 128) x [kk, kk + BK) into a_tile and B rows [kk, kk + BK) x
+/// [col0, col0 + 128) into wide_b_tile; `threads` invocations, one vec4<f16> each per step.
+fn stage_wide_chunk(lid: u32, threads: u32, row0: u32, col0: u32, kk: u32) {
+    for (var i = lid; i < 128u * (BK / 4u); i += threads) {
+        let r = i / (BK / 4u);
+        let c4 = i % (BK / 4u);
+        a_tile[r * A_ROW4 + c4] = a[((row0 + r) * DIM + kk) / 4u + c4];
+    }
+    for (var i = lid; i < BK * 32u; i += threads) {
+        let r = i / 32u;
+        let c4 = i % 32u;
+        wide_b_tile[r * WIDE_B_ROW4 + c4] = b[((kk + r) * DIM + col0) / 4u + c4];
+    }
+}
+
+/// Staged A rows [r, r + 16) x chunk columns [s, s + 16).
+fn a_staged(r: u32, s: u32) -> MatA {
+    return coopLoadT<MatA>(&a_tile[r * A_ROW4 + s / 4u], A_ROW4);
+}
+
+/// Staged B chunk rows [s, s + 16) x columns [cc, cc + 16).
+fn b_staged(s: u32, cc: u32) -> MatB {
+    return coopLoadT<MatB>(&wide_b_tile[s * WIDE_B_ROW4 + cc / 4u], WIDE_B_ROW4);
+}
+
+@compute @workgroup_size(256)
+fn matmul_shared_2x4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        stage_wide_chunk(lid, 256u, row0, col0, kk);
+        workgroupBarrier();
+        for (var s = 0u; s < BK; s += TILE) {
+            let b0 = b_staged(s, cc);
+            let b1 = b_staged(s, cc + TILE);
+            let b2 = b_staged(s, cc + 2u * TILE);
+            let b3 = b_staged(s, cc + 3u * TILE);
+            let a0 = a_staged(r, s);
+            c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+            c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+            let a1 = a_staged(r + TILE, s);
+            c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+            c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+        }
+    }
+    let row = row0 + r;
+    let col = col0 + cc;
+    store_c(c00, row, col); store_c(c01, row, col + TILE);
+    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    let r1 = row + TILE;
+    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
+    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+}
+
+@compute @workgroup_size(128)
+fn matmul_shared_4x4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 64u;
+    let cc = (sg % 2u) * 64u;
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    var c20 = Acc(); var c21 = Acc(); var c22 = Acc(); var c23 = Acc();
+    var c30 = Acc(); var c31 = Acc(); var c32 = Acc(); var c33 = Acc();
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        stage_wide_chunk(lid, 128u, row0, col0, kk);
+        workgroupBarrier();
+        for (var s = 0u; s < BK; s += TILE) {
+            let b0 = b_staged(s, cc);
+            let b1 = b_staged(s, cc + TILE);
+            let b2 = b_staged(s, cc + 2u * TILE);
+            let b3 = b_staged(s, cc + 3u * TILE);
+            let a0 = a_staged(r, s);
+            c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+            c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+            let a1 = a_staged(r + TILE, s);
+            c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+            c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+            let a2 = a_staged(r + 2u * TILE, s);
+            c20 = coopMultiplyAdd(a2, b0, c20); c21 = coopMultiplyAdd(a2, b1, c21);
+            c22 = coopMultiplyAdd(a2, b2, c22); c23 = coopMultiplyAdd(a2, b3, c23);
+            let a3 = a_staged(r + 3u * TILE, s);
+            c30 = coopMultiplyAdd(a3, b0, c30); c31 = coopMultiplyAdd(a3, b1, c31);
+            c32 = coopMultiplyAdd(a3, b2, c32); c33 = coopMultiplyAdd(a3, b3, c33);
+        }
+    }
+    let row = row0 + r;
+    let col = col0 + cc;
+    store_c(c00, row, col); store_c(c01, row, col + TILE);
+    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    let r1 = row + TILE;
+    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
+    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+    let r2 = row + 2u * TILE;
+    store_c(c20, r2, col); store_c(c21, r2, col + TILE);
+    store_c(c22, r2, col + 2u * TILE); store_c(c23, r2, col + 3u * TILE);
+    let r3 = row + 3u * TILE;
+    store_c(c30, r3, col); store_c(c31, r3, col + TILE);
+    store_c(c32, r3, col + 2u * TILE); store_c(c33, r3, col + 3u * TILE);
+}
+
+@compute @workgroup_size(128)
+fn mma_peak_2x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
+    let row = wid.y * 128u + sg * 32u;
+    let col = wid.x * 64u;
+    let a0 = a_frag(row, 0u);
+    let a1 = a_frag(row + TILE, 0u);
+    let b0 = b_frag(0u, col);
+    let b1 = b_frag(0u, col + TILE);
+    let b2 = b_frag(0u, col + 2u * TILE);
+    let b3 = b_frag(0u, col + 3u * TILE);
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+        c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+        c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+        c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+    }
+    store_c(c00, row, col); store_c(c01, row, col + TILE);
+    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    let r1 = row + TILE;
+    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
+    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
 }

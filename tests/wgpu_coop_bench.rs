@@ -5,6 +5,8 @@
 //! accumulation, DIM x DIM (default 4096; `MINFERENCE_COOP_BENCH_DIM` picks another multiple
 //! of 128) with timestamp queries around each dispatch: the median of `REPS` dispatches after
 //! `WARMUP`, printed as TFLOP/s (2 DIM^3 per dispatch), each result spot-checked against f64.
+//! Every kernel runs twice: built with wgpu's runtime checks (bounds clamps, loop bounding,
+//! division guards: what the library uses) and without them (`create_shader_module_trusted`).
 //! Where the adapter has no 16x16x16 f16->f32 cooperative matrices, no timestamp queries or
 //! subgroups other than 32 wide (lavapipe), it prints SKIPPED and passes.
 //!
@@ -26,7 +28,10 @@ struct Kernel {
     what: &'static str,
 }
 
-const KERNELS: [Kernel; 7] = [
+/// `mma_peak_2x4` computes (DIM / 16) A[:, 0..16] B[0..16, :] instead of A B.
+const REPEATED_PRODUCT: &str = "mma_peak_2x4";
+
+const KERNELS: [Kernel; 10] = [
     Kernel {
         entry: "matmul_direct_1x1",
         block: (32, 32),
@@ -61,6 +66,21 @@ const KERNELS: [Kernel; 7] = [
         entry: "matmul_shared_4sg_rt",
         block: (64, 64),
         what: "(c') as matmul_shared_4sg, coopLoad strides unknown at compile time",
+    },
+    Kernel {
+        entry: "matmul_shared_2x4",
+        block: (128, 128),
+        what: "(d) staged, 32x64 per subgroup (8 named accumulators), 8 subgroups",
+    },
+    Kernel {
+        entry: "matmul_shared_4x4",
+        block: (128, 128),
+        what: "(d) staged, 64x64 per subgroup (16 named accumulators), 4 subgroups",
+    },
+    Kernel {
+        entry: "mma_peak_2x4",
+        block: (128, 64),
+        what: "(e) no loads in the loop: the matrix instructions alone, 8 accumulators",
     },
 ];
 
@@ -237,10 +257,17 @@ fn coop_matmul_throughput() {
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let desc = || wgpu::ShaderModuleDescriptor {
         label: Some("coop_matmul_bench"),
         source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
-    });
+    };
+    let checked = device.create_shader_module(desc());
+    // SAFETY: every kernel indexes inside its buffers and workgroup arrays for any DIM that is
+    // a multiple of 128 (asserted above), every loop ends, and every divisor is a nonzero
+    // constant, which is what wgpu's runtime checks would otherwise enforce.
+    let unchecked = unsafe {
+        device.create_shader_module_trusted(desc(), wgpu::ShaderRuntimeChecks::unchecked())
+    };
     let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("coop_matmul_bench"),
         entries: &[0, 1, 2].map(|i| wgpu::BindGroupLayoutEntry {
@@ -281,12 +308,16 @@ fn coop_matmul_throughput() {
     let flops = 2.0 * (dim as f64).powi(3);
     let mut wrong = Vec::new();
     eprintln!("C = A B, {dim} x {dim} x {dim}, f16 -> f32; median of {REPS} after {WARMUP} warm-up dispatches (timestamp queries)");
-    for k in &KERNELS {
+    let runs_of = [("checked", &checked), ("unchecked", &unchecked)];
+    for ((checks, module), k) in runs_of
+        .iter()
+        .flat_map(|m| KERNELS.iter().map(move |k| (m, k)))
+    {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(k.entry),
             layout: Some(&pipeline_layout),
-            module: &module,
+            module,
             entry_point: Some(k.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &[("DIM", dim as f64)],
@@ -314,7 +345,7 @@ fn coop_matmul_throughput() {
         encoder.copy_buffer_to_buffer(&c, 0, &staging, 0, c_bytes);
         queue.submit([encoder.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            eprintln!("{:<24} FAILED to build or run: {e}", k.entry);
+            eprintln!("{:<24} {checks:<9} FAILED to build or run: {e}", k.entry);
             wrong.push(k.entry);
             continue;
         }
@@ -333,21 +364,26 @@ fn coop_matmul_throughput() {
             .collect();
         ms.sort_by(f64::total_cmp);
         let median = ms[REPS / 2];
-        // Spot check 64 entries against f64 (inputs exact in f16; f32 accumulation).
+        // Spot check 64 entries against f64 (inputs exact in f16; f32 accumulation), relative
+        // to max(1, |want|).
+        let repeated = k.entry == REPEATED_PRODUCT;
         let mut max_err = 0.0f64;
         for t in 0..64usize {
             let (i, j) = ((t * 977 + 13) % dim as usize, (t * 331 + 7) % dim as usize);
-            let want: f64 = (0..dim as usize)
+            let inner = if repeated { 16 } else { dim as usize };
+            let dot: f64 = (0..inner)
                 .map(|l| ha[i * dim as usize + l].to_f64() * hb[l * dim as usize + j].to_f64())
                 .sum();
-            max_err = max_err.max((got[i * dim as usize + j] as f64 - want).abs());
+            let want = if repeated { dot * (dim / 16) as f64 } else { dot };
+            let err = (got[i * dim as usize + j] as f64 - want).abs() / want.abs().max(1.0);
+            max_err = max_err.max(err);
         }
         let ok = max_err <= 1e-2;
         if !ok {
             wrong.push(k.entry);
         }
         eprintln!(
-            "{:<24} {median:8.3} ms {:8.1} TFLOP/s  (min {:.3} ms, max err {max_err:.1e}{})  {}",
+            "{:<24} {checks:<9} {median:8.3} ms {:8.1} TFLOP/s  (min {:.3} ms, max err {max_err:.1e}{})  {}",
             k.entry,
             flops / (median * 1e-3) / 1e12,
             ms[0],
