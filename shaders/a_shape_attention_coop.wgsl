@@ -1,6 +1,6 @@
 // A-shape attention (StreamingLLM) on cooperative matrices, token-exact: row i sees keys
 // j <= i with j < sink or i - j < local. Heads whose window is absent (sink = -1) are left
-// untouched. Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup 128 invocations. f16 storage only.
+// untouched. Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE invocations. f16 storage only.
 
 @group(0) @binding(5) var<storage, read> windows: array<vec2<i32>>; // [Hq]: (sink, local), sink -1 = not this kernel's head
 
@@ -26,7 +26,7 @@ fn a_shape_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
     finish_row_block();
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn a_shape_attention_coop_f16(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) local: u32,

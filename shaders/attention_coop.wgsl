@@ -2,16 +2,21 @@
 // This file comes first in each coop module: it carries the module's `enable` directives and
 // its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
-// One workgroup of 128 invocations (4 subgroups of 32) owns BLOCK_M = 64 query rows of one
-// (batch, query head), the index's row block; subgroup `sg` owns rows [16 sg, 16 sg + 16).
-// Q (as 16x16 A fragments) and the unnormalised O (as 16x16 f32 accumulators, HEAD_DIM / 16
-// of them) stay in each subgroup's registers for the whole key walk. Per key tile of
-// BLOCK_N keys (`attend_tile`):
+// One workgroup of 256 invocations (8 subgroups of 32) owns BLOCK_M = 64 query rows of one
+// (batch, query head), the index's row block. In S = Q K^T subgroup `sg` computes the 16-row
+// slice `rs = sg % 4` (rows [16 rs, 16 rs + 16)) against the half `sg / 4` of the tile's keys,
+// from its Q rows held in registers (16x16 A fragments, all of D); in O += P V it owns the
+// 32 rows [32 (sg / 4), +32) and the quarter `sg % 4` of the head dim (f32 accumulators held
+// for the whole key walk), so every P and V fragment it loads feeds two products. Eight
+// subgroups of a quarter of O each rather than four of a whole slice: the matmul
+// microbenchmark (tests/wgpu_coop_bench.rs) ran 8 subgroups x 8 accumulators at 144 TFLOP/s
+// and 4 x 16 at 108 with the same tile per workgroup, and so did this kernel (docs/coop.md).
+// Per key tile of BLOCK_N keys (`attend_tile`):
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
 //   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
 //   memory), barrier, fetch_v (V rows into registers, in flight during the scores),
 //   scores (S = Q.K^T per 16x16 block, coopStore to s_tile), barrier, put_v (V over K),
-//   online_softmax (two invocations per row: mask, tile max, lazy max update, P as f16).
+//   online_softmax (four invocations per row: mask, tile max, lazy max update, P as f16).
 // The P.V of the last tile runs in `finish_row_block`, before the store.
 // WGSL has no element access to cooperative matrices, so O cannot be rescaled per row in
 // registers. Rescaling is lazy instead (as FlashAttention-4 does): the max `m_used` that P is
@@ -27,15 +32,21 @@
 // distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
 // HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
 // strides, loop bounds and the number of accumulators are compile-time for the driver.
+// The backend builds these modules without wgpu's runtime checks (`Family::trusted`): every
+// workgroup-array index below is in range by construction (local_invocation_index, subgroup
+// and constants), every loop ends, every divisor is a nonzero constant or a validated param,
+// and the storage reads stay inside the head (rows < N; keys from ranges below N or from a
+// validated index).
 // Uniformity: coop ops must run in subgroup-uniform control flow and barriers in workgroup-
 // uniform control flow. WGSL's analysis treats every builtin (subgroup_id) and every storage
 // or atomic read (block_count, rescale_flag, ...) as non-uniform, so it is turned off below;
 // every branch and loop around a barrier or a coop op depends only on constants, params,
 // workgroup_id, subgroup_id and values that all invocations read at the same address after
 // a barrier.
-// Requires subgroups of exactly 32 invocations (checked by the backend): each of the 4
-// subgroups takes one 16-row slice. Everything outside the matrix steps maps work by
-// local_invocation_index alone and talks through workgroup memory.
+// Requires subgroups of exactly 32 invocations (checked by the backend), made of consecutive
+// local_invocation_index values (the four lanes of a softmax row swap maxima by shuffles).
+// Everything outside the matrix steps maps work by local_invocation_index alone and talks
+// through workgroup memory.
 // Known wgpu caveat (gfx-rs/wgpu#8805): modules with cooperative matrices are emitted under
 // the Vulkan memory model without NonPrivatePointer/MakeAvailable/MakeVisible semantics, so the
 // workgroup-memory hand-offs across workgroupBarrier are formally private accesses; drivers
@@ -56,9 +67,12 @@ override HEAD_DIM: u32 = 128u;
 /// Keys per tile, 64, or 32 at HEAD_DIM = 128 (pipeline constant; `fetch_rows` needs
 /// 4 or 8 passes).
 override BLOCK_N: u32 = 64u;
-/// Query rows per workgroup: 4 subgroups x 16 rows, one index row block.
+/// Query rows per workgroup: 4 row slices x 16 rows, one index row block.
 const BLOCK_M: u32 = 64u;
-const WORKGROUP_SIZE: u32 = 128u;
+/// 8 subgroups of 32: 4 row slices x 2 halves (of the keys in S, of the head dim in O).
+const WORKGROUP_SIZE: u32 = 256u;
+/// Invocations per query row in the softmax (consecutive lanes of one subgroup).
+const ROW_LANES: u32 = WORKGROUP_SIZE / BLOCK_M;
 /// Side of a cooperative matrix.
 const TILE: u32 = 16u;
 /// Start of the running max: finite, far below any base-2 score.
@@ -73,46 +87,51 @@ override KV_ROW4: u32 = HEAD_DIM / 4u + 2u;
 override S_ROW4: u32 = BLOCK_N / 4u + 1u;
 override P_ROW4: u32 = BLOCK_N / 4u + 2u;
 /// 16-byte chunks of a K or V row, rows of a tile moved per pass of the workgroup, passes per
-/// tile (each invocation moves one chunk per pass, always the same column chunk).
+/// tile (each invocation moves one chunk per pass, always the same column chunk): 4 at
+/// HEAD_DIM = 128 and BLOCK_N = 64, 2 at 64 and 64, 1 at 64 and 32.
 override CHUNKS: u32 = HEAD_DIM / 8u;
 override PASS_ROWS: u32 = WORKGROUP_SIZE / CHUNKS;
 override PASSES: u32 = BLOCK_N / PASS_ROWS;
-// Two invocations per query row in the softmax.
-const_assert WORKGROUP_SIZE == 2u * BLOCK_M;
+/// vec4 chunks of scores each softmax lane reads per tile (4 at BLOCK_N = 64, 2 at 32).
+override LANE_CHUNKS: u32 = BLOCK_N / 4u / ROW_LANES;
+const_assert ROW_LANES == 4u;
+/// Keys of S per subgroup (its half of the tile) and O columns per subgroup (its quarter of D:
+/// 32 at HEAD_DIM = 128, 16 at 64).
+override S_KEYS: u32 = BLOCK_N / 2u;
+override O_COLUMNS: u32 = HEAD_DIM / 4u;
 
 var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
 var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;   // [BLOCK_M, BLOCK_N] raw scores
 var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;   // [BLOCK_M, BLOCK_N] P
 var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 4u>;    // [BLOCK_N] key of each slot, -1 none
-// [2, BLOCK_M]: the tile's O correction of each row (first half), at the end the two halves'
-// row sums.
+// [2, BLOCK_M]: the tile's O correction of each row (first half); at the end each row's sum
+// (first half).
 var<workgroup> row_stat: array<f32, 2u * BLOCK_M>;
 var<workgroup> rescale_flag: atomic<u32>; // some row of the tile needs O rescaled
 
 var<private> lid: u32;
-var<private> sg: u32;          // subgroup: row slice [16 sg, 16 sg + 16)
+var<private> sg: u32;          // subgroup 0..8
+var<private> rs: u32;          // its row slice in S: rows [16 rs, 16 rs + 16)
+var<private> sg_half: u32;     // its half of the tile's keys in S; its 32 O rows [32 sg_half, +32)
+var<private> o_quarter: u32;   // its O columns [O_COLUMNS o_quarter, +O_COLUMNS)
 var<private> bh: u32;          // batch * Hq + head
 var<private> row0: u32;        // first query row of the workgroup
 var<private> q_base4: u32;     // vec4 offset of row 0 of this (b, h) in q (and out / 2)
 var<private> kv_base4: u32;    // vec4 offset of key 0 of this head's kv head
 var<private> srow: u32;        // the row this invocation runs the softmax of
-var<private> shalf: u32;       // which half of the tile's keys it turns into P
+var<private> slane: u32;       // which quarter of the tile's keys it turns into P (0..4)
 var<private> m_used: f32;      // the max P of row `srow` is computed against (base 2)
-var<private> l_part: f32;      // running sum of this half's P of row `srow`
+var<private> l_part: f32;      // running sum of this quarter's P of row `srow`
 var<private> window_sink: u32;
 var<private> window_local: u32;
 var<private> pending: bool;    // the last tile's P.V is still to be accumulated
 // The tile's K or V chunks this invocation moves, fetched from storage ahead of their barrier:
-// f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 8: D = 128 with
+// f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 4: D = 128 with
 // BLOCK_N = 64). Named, not an array: loop-indexed private arrays live in local memory.
 var<private> f0: mat2x4<f16>;
 var<private> f1: mat2x4<f16>;
 var<private> f2: mat2x4<f16>;
 var<private> f3: mat2x4<f16>;
-var<private> f4: mat2x4<f16>;
-var<private> f5: mat2x4<f16>;
-var<private> f6: mat2x4<f16>;
-var<private> f7: mat2x4<f16>;
 // The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
 /// Set up the workgroup for row block `block` of (batch, head) `head`: stage Q (zeros past
@@ -120,6 +139,9 @@ var<private> f7: mat2x4<f16>;
 fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     lid = local;
     sg = subgroup;
+    rs = sg % 4u;
+    sg_half = sg / 4u;
+    o_quarter = sg % 4u;
     bh = head;
     row0 = block * BLOCK_M;
     let n = params.seq_len;
@@ -128,9 +150,9 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     let kvh = h / (params.q_heads / params.kv_heads);
     kv_base4 = (b * params.kv_heads + kvh) * n * D4;
     q_base4 = bh * n * D4;
-    // The two halves of a row are neighbouring lanes of one subgroup (they swap maxima).
-    srow = lid / 2u;
-    shalf = lid % 2u;
+    // The four lanes of a row are neighbours in one subgroup (they swap maxima).
+    srow = lid / ROW_LANES;
+    slane = lid % ROW_LANES;
     m_used = MASKED;
     l_part = 0.0;
     window_sink = n;
@@ -171,14 +193,12 @@ fn fetch_chunk(slot: u32, is_v: bool) -> mat2x4<f16> {
 fn fetch_rows(is_v: bool) {
     let slot = lid / CHUNKS;
     f0 = fetch_chunk(slot, is_v);
-    f1 = fetch_chunk(slot + PASS_ROWS, is_v);
-    f2 = fetch_chunk(slot + 2u * PASS_ROWS, is_v);
-    f3 = fetch_chunk(slot + 3u * PASS_ROWS, is_v);
-    if PASSES > 4u {
-        f4 = fetch_chunk(slot + 4u * PASS_ROWS, is_v);
-        f5 = fetch_chunk(slot + 5u * PASS_ROWS, is_v);
-        f6 = fetch_chunk(slot + 6u * PASS_ROWS, is_v);
-        f7 = fetch_chunk(slot + 7u * PASS_ROWS, is_v);
+    if PASSES > 1u {
+        f1 = fetch_chunk(slot + PASS_ROWS, is_v);
+    }
+    if PASSES > 2u {
+        f2 = fetch_chunk(slot + 2u * PASS_ROWS, is_v);
+        f3 = fetch_chunk(slot + 3u * PASS_ROWS, is_v);
     }
 }
 
@@ -201,14 +221,12 @@ fn put_chunk(slot: u32, x: mat2x4<f16>) {
 fn put_fetched() {
     let slot = lid / CHUNKS;
     put_chunk(slot, f0);
-    put_chunk(slot + PASS_ROWS, f1);
-    put_chunk(slot + 2u * PASS_ROWS, f2);
-    put_chunk(slot + 3u * PASS_ROWS, f3);
-    if PASSES > 4u {
-        put_chunk(slot + 4u * PASS_ROWS, f4);
-        put_chunk(slot + 5u * PASS_ROWS, f5);
-        put_chunk(slot + 6u * PASS_ROWS, f6);
-        put_chunk(slot + 7u * PASS_ROWS, f7);
+    if PASSES > 1u {
+        put_chunk(slot + PASS_ROWS, f1);
+    }
+    if PASSES > 2u {
+        put_chunk(slot + 2u * PASS_ROWS, f2);
+        put_chunk(slot + 3u * PASS_ROWS, f3);
     }
 }
 
@@ -254,17 +272,16 @@ fn tile_fully_visible() -> bool {
     return !tile_columns && tile_hi >= tile_base + BLOCK_N && last <= row0 && in_window;
 }
 
-/// vec4 chunk `i` (of BLOCK_N / 8) of this invocation's half of the row: the halves walk
-/// their chunks in orders that put the two lanes of a row in different bank groups.
-fn half_chunk(i: u32) -> u32 {
-    let chunks = BLOCK_N / 8u;
-    return shalf * chunks + (i + shalf * (chunks / 2u)) % chunks;
+/// vec4 chunk `i` (of LANE_CHUNKS) of this invocation's quarter of the row: the lanes of a row
+/// start at different chunks of their quarters, which puts them in different bank groups.
+fn lane_chunk(i: u32) -> u32 {
+    return slane * LANE_CHUNKS + (i + slane) % LANE_CHUNKS;
 }
 
-/// Scores of chunk `i` of this invocation's half of the row, base 2; MASKED where the row
+/// Scores of chunk `i` of this invocation's quarter of the row, base 2; MASKED where the row
 /// does not see the key (not checked on fully visible tiles).
-fn half_scores(i: u32, full: bool) -> vec4<f32> {
-    let c = half_chunk(i);
+fn lane_scores(i: u32, full: bool) -> vec4<f32> {
+    let c = lane_chunk(i);
     let x = s_tile[srow * S_ROW4 + c] * params.scale_log2;
     if full {
         return x;
@@ -281,36 +298,31 @@ fn emit_p(i: u32, x: vec4<f32>, full: bool) -> f32 {
         // Masked keys are exactly MASKED: P = 0 there, also while m_used is still MASKED.
         p = select(vec4<f32>(0.0), exp2_clamped4(x - vec4<f32>(m_used)), x != vec4<f32>(MASKED));
     }
-    p_tile[srow * P_ROW4 + half_chunk(i)] = vec4<f16>(p);
+    p_tile[srow * P_ROW4 + lane_chunk(i)] = vec4<f16>(p);
     return dot(p, vec4<f32>(1.0));
 }
 
-/// Online softmax of row `srow` with lazy rescaling. Each half of the row reads its keys'
-/// scores once (held in registers: BLOCK_N = 64, 8 chunks), the two lanes swap their maxima
-/// (so they agree on `m_used`), then each turns its keys into P (f16, to p_tile) and keeps its
-/// own part of the row sum. The first half publishes the row's O correction (1 when
+/// Online softmax of row `srow` with lazy rescaling. Each of the row's four lanes reads its
+/// quarter of the scores once (held in registers: BLOCK_N = 64, 4 chunks), the lanes swap
+/// their maxima (so they agree on `m_used`), then each turns its keys into P (f16, to p_tile)
+/// and keeps its own part of the row sum. Lane 0 publishes the row's O correction (1 when
 /// unchanged) and raises the rescale flag. Full tiles below the diagonal skip the mask. No
 /// infinities are used (drivers may compile with fast math): masked scores are the finite
 /// MASKED and never reach exp2 unselected; a fully masked tile leaves the row unchanged.
 fn online_softmax() {
     let full = tile_fully_visible();
-    let x0 = half_scores(0u, full);
-    let x1 = half_scores(1u, full);
-    let x2 = half_scores(2u, full);
-    let x3 = half_scores(3u, full);
-    var half_max = max(max(max4(x0), max4(x1)), max(max4(x2), max4(x3)));
-    var x4 = vec4<f32>(MASKED);
-    var x5 = vec4<f32>(MASKED);
-    var x6 = vec4<f32>(MASKED);
-    var x7 = vec4<f32>(MASKED);
-    if BLOCK_N > 32u {
-        x4 = half_scores(4u, full);
-        x5 = half_scores(5u, full);
-        x6 = half_scores(6u, full);
-        x7 = half_scores(7u, full);
-        half_max = max(half_max, max(max(max4(x4), max4(x5)), max(max4(x6), max4(x7))));
+    let x0 = lane_scores(0u, full);
+    let x1 = lane_scores(1u, full);
+    var lane_max = max(max4(x0), max4(x1));
+    var x2 = vec4<f32>(MASKED);
+    var x3 = vec4<f32>(MASKED);
+    if LANE_CHUNKS > 2u {
+        x2 = lane_scores(2u, full);
+        x3 = lane_scores(3u, full);
+        lane_max = max(lane_max, max(max4(x2), max4(x3)));
     }
-    let tile_max = max(half_max, subgroupShuffleXor(half_max, 1u));
+    let pair_max = max(lane_max, subgroupShuffleXor(lane_max, 1u));
+    let tile_max = max(pair_max, subgroupShuffleXor(pair_max, 2u));
     var correction = 1.0;
     if tile_max > m_used + RESCALE_THRESHOLD {
         if m_used > MASKED {
@@ -318,12 +330,12 @@ fn online_softmax() {
         }
         m_used = tile_max;
     }
-    var sum = emit_p(0u, x0, full) + emit_p(1u, x1, full) + emit_p(2u, x2, full) + emit_p(3u, x3, full);
-    if BLOCK_N > 32u {
-        sum += emit_p(4u, x4, full) + emit_p(5u, x5, full) + emit_p(6u, x6, full) + emit_p(7u, x7, full);
+    var sum = emit_p(0u, x0, full) + emit_p(1u, x1, full);
+    if LANE_CHUNKS > 2u {
+        sum += emit_p(2u, x2, full) + emit_p(3u, x3, full);
     }
     l_part = l_part * correction + sum;
-    if shalf == 0u {
+    if slane == 0u {
         row_stat[srow] = correction;
         if correction != 1.0 {
             atomicOr(&rescale_flag, 1u);
@@ -364,8 +376,12 @@ fn finish_row_block() {
     if pending {
         finish_pending_tile();
     }
+    let pair_sum = l_part + subgroupShuffleXor(l_part, 1u);
+    let row_sum = pair_sum + subgroupShuffleXor(pair_sum, 2u);
     workgroupBarrier(); // the corrections and s_tile are no longer read
-    row_stat[shalf * BLOCK_M + srow] = l_part;
+    if slane == 0u {
+        row_stat[srow] = row_sum;
+    }
     for (var pair = 0u; pair < HEAD_DIM / 32u; pair++) {
         stash_o(pair);
         workgroupBarrier();
@@ -373,7 +389,7 @@ fn finish_row_block() {
             let r = i / 8u;
             let row = row0 + r;
             if row < params.seq_len {
-                let l = row_stat[r] + row_stat[BLOCK_M + r];
+                let l = row_stat[r];
                 let inv = select(0.0, 1.0 / l, l > 0.0);
                 let o = s_tile[r * S_ROW4 + i % 8u] * inv;
                 let w = 2u * (q_base4 + row * D4 + pair * 8u + i % 8u);
@@ -387,7 +403,7 @@ fn finish_row_block() {
 
 // ---- matrix steps: the only code that touches cooperative matrices ----------------------
 // (tests/wgpu_coop_emulated.rs swaps this section for scalar code with the same contract.)
-// - load_q_fragments(): Q rows [16 sg, +16) from kv_tile (staged Q) into registers;
+// - load_q_fragments(): Q rows of the subgroup's slice from kv_tile (staged Q) into registers;
 // - clear_o(): O = 0;
 // - scores(): s_tile[r][0, BLOCK_N) = Q[r] . K[s] for the K rows in kv_tile;
 // - accumulate_pv(): O[r] += sum_s P[r][s] V[s] (p_tile, V rows in kv_tile);
@@ -402,7 +418,8 @@ alias MatB = coop_mat16x16<f16, B>;
 // Every matrix is a named variable, never an array element: the driver keeps named matrices
 // in registers, while arrays of matrices went to local memory (tests/wgpu_coop_bench.rs:
 // `matmul_direct_2x2_array` ran 6x slower than `matmul_direct_2x2`).
-// This subgroup's Q rows, dims [16 c, 16 c + 16) in q<c> (q4..q7 only at HEAD_DIM = 128).
+// This subgroup's Q rows 32 sg_half + [16 r, +16), dims [16 c, +16) in q<8 r + c> (c < 4
+// only at HEAD_DIM = 64).
 var<private> q0: MatA;
 var<private> q1: MatA;
 var<private> q2: MatA;
@@ -411,36 +428,47 @@ var<private> q4: MatA;
 var<private> q5: MatA;
 var<private> q6: MatA;
 var<private> q7: MatA;
-// Its unnormalised O rows, columns [16 c, 16 c + 16) in o<c>.
+var<private> q8: MatA;
+var<private> q9: MatA;
+var<private> q10: MatA;
+var<private> q11: MatA;
+var<private> q12: MatA;
+var<private> q13: MatA;
+var<private> q14: MatA;
+var<private> q15: MatA;
+// Its quarter of the unnormalised O: rows 32 sg_half + [16 r, +16), columns
+// O_COLUMNS o_quarter + [16 c, +16) in o<2 r + c> (o1, o3 only at HEAD_DIM = 128).
 var<private> o0: Acc;
 var<private> o1: Acc;
 var<private> o2: Acc;
 var<private> o3: Acc;
-var<private> o4: Acc;
-var<private> o5: Acc;
-var<private> o6: Acc;
-var<private> o7: Acc;
-// The tile's scores of its rows, keys [16 j, 16 j + 16) in s<j> (s2, s3 only at BLOCK_N = 64).
+// The tile's scores of its rows 32 sg_half + [16 r, +16), keys [16 rs, +16) in s<r>.
 var<private> s0: Acc;
 var<private> s1: Acc;
-var<private> s2: Acc;
-var<private> s3: Acc;
 
-/// Q rows [16 sg, +16), dims [16 c, +16) from the staged Q in kv_tile.
-fn q_frag(c: u32) -> MatA {
-    return coopLoadT<MatA>(&kv_tile[TILE * sg * KV_ROW4 + 4u * c], KV_ROW4);
+/// Q rows 32 sg_half + [16 r, +16), dims [16 c, +16) from the staged Q in kv_tile.
+fn q_frag(r: u32, c: u32) -> MatA {
+    return coopLoadT<MatA>(&kv_tile[(2u * sg_half + r) * TILE * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
 fn load_q_fragments() {
-    q0 = q_frag(0u);
-    q1 = q_frag(1u);
-    q2 = q_frag(2u);
-    q3 = q_frag(3u);
+    q0 = q_frag(0u, 0u);
+    q1 = q_frag(0u, 1u);
+    q2 = q_frag(0u, 2u);
+    q3 = q_frag(0u, 3u);
+    q8 = q_frag(1u, 0u);
+    q9 = q_frag(1u, 1u);
+    q10 = q_frag(1u, 2u);
+    q11 = q_frag(1u, 3u);
     if HEAD_DIM > 64u {
-        q4 = q_frag(4u);
-        q5 = q_frag(5u);
-        q6 = q_frag(6u);
-        q7 = q_frag(7u);
+        q4 = q_frag(0u, 4u);
+        q5 = q_frag(0u, 5u);
+        q6 = q_frag(0u, 6u);
+        q7 = q_frag(0u, 7u);
+        q12 = q_frag(1u, 4u);
+        q13 = q_frag(1u, 5u);
+        q14 = q_frag(1u, 6u);
+        q15 = q_frag(1u, 7u);
     }
 }
 
@@ -449,70 +477,62 @@ fn clear_o() {
     o1 = Acc();
     o2 = Acc();
     o3 = Acc();
-    o4 = Acc();
-    o5 = Acc();
-    o6 = Acc();
-    o7 = Acc();
 }
 
-/// K rows [16 j, 16 j + 16), dims [16 c, 16 c + 16) as the B operand K^T (column-major view
-/// of row-major K).
-fn k_frag(j: u32, c: u32) -> MatB {
-    return coopLoad<MatB>(&kv_tile[j * TILE * KV_ROW4 + 4u * c], KV_ROW4);
+/// Keys [16 rs, +16), dims [16 c, +16) as the B operand K^T (column-major view of row-major K).
+fn k_frag(c: u32) -> MatB {
+    return coopLoad<MatB>(&kv_tile[TILE * rs * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
-/// One 16-dim step of S: the key blocks' accumulators are independent, so their products
-/// can overlap (one dependent chain of HEAD_DIM / 16 products per block otherwise).
-fn score_step(qc: MatA, c: u32) {
-    s0 = coopMultiplyAdd(qc, k_frag(0u, c), s0);
-    s1 = coopMultiplyAdd(qc, k_frag(1u, c), s1);
-    if BLOCK_N > 32u {
-        s2 = coopMultiplyAdd(qc, k_frag(2u, c), s2);
-        s3 = coopMultiplyAdd(qc, k_frag(3u, c), s3);
-    }
+/// One 16-dim step of S: the K fragment feeds both row blocks.
+fn score_step(qa: MatA, qb: MatA, c: u32) {
+    let kf = k_frag(c);
+    s0 = coopMultiplyAdd(qa, kf, s0);
+    s1 = coopMultiplyAdd(qb, kf, s1);
 }
 
+// Needs BLOCK_N = 64: four subgroups of 16 keys per row half.
 fn scores() {
     s0 = Acc();
     s1 = Acc();
-    s2 = Acc();
-    s3 = Acc();
-    score_step(q0, 0u);
-    score_step(q1, 1u);
-    score_step(q2, 2u);
-    score_step(q3, 3u);
+    score_step(q0, q8, 0u);
+    score_step(q1, q9, 1u);
+    score_step(q2, q10, 2u);
+    score_step(q3, q11, 3u);
     if HEAD_DIM > 64u {
-        score_step(q4, 4u);
-        score_step(q5, 5u);
-        score_step(q6, 6u);
-        score_step(q7, 7u);
+        score_step(q4, q12, 4u);
+        score_step(q5, q13, 5u);
+        score_step(q6, q14, 6u);
+        score_step(q7, q15, 7u);
     }
-    let at = TILE * sg * S_ROW4;
+    let at = 2u * sg_half * TILE * S_ROW4 + 4u * rs;
     coopStoreT(s0, &s_tile[at], S_ROW4);
-    coopStoreT(s1, &s_tile[at + 4u], S_ROW4);
-    if BLOCK_N > 32u {
-        coopStoreT(s2, &s_tile[at + 8u], S_ROW4);
-        coopStoreT(s3, &s_tile[at + 12u], S_ROW4);
-    }
+    coopStoreT(s1, &s_tile[at + TILE * S_ROW4], S_ROW4);
 }
 
-/// V rows [16 j, 16 j + 16), columns [16 c, 16 c + 16) as the B operand (row-major).
+/// V rows [16 j, 16 j + 16), columns O_COLUMNS o_quarter + [16 c, +16) as the B operand
+/// (row-major).
 fn v_frag(j: u32, c: u32) -> MatB {
-    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + 4u * c], KV_ROW4);
+    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + (O_COLUMNS * o_quarter) / 4u + 4u * c], KV_ROW4);
 }
 
-/// O += P[:, keys 16 j..] . V[keys 16 j.., :] (the HEAD_DIM / 16 products are independent).
+/// P rows 32 sg_half + [16 r, +16), keys [16 j, +16).
+fn p_frag(r: u32, j: u32) -> MatA {
+    return coopLoadT<MatA>(&p_tile[(2u * sg_half + r) * TILE * P_ROW4 + 4u * j], P_ROW4);
+}
+
+/// O += P[rows, keys 16 j..] . V[keys 16 j.., columns]: each P and V fragment feeds two
+/// independent products.
 fn pv_step(j: u32) {
-    let p = coopLoadT<MatA>(&p_tile[TILE * sg * P_ROW4 + 4u * j], P_ROW4);
-    o0 = coopMultiplyAdd(p, v_frag(j, 0u), o0);
-    o1 = coopMultiplyAdd(p, v_frag(j, 1u), o1);
-    o2 = coopMultiplyAdd(p, v_frag(j, 2u), o2);
-    o3 = coopMultiplyAdd(p, v_frag(j, 3u), o3);
-    if HEAD_DIM > 64u {
-        o4 = coopMultiplyAdd(p, v_frag(j, 4u), o4);
-        o5 = coopMultiplyAdd(p, v_frag(j, 5u), o5);
-        o6 = coopMultiplyAdd(p, v_frag(j, 6u), o6);
-        o7 = coopMultiplyAdd(p, v_frag(j, 7u), o7);
+    let p0 = p_frag(0u, j);
+    let p1 = p_frag(1u, j);
+    let v0 = v_frag(j, 0u);
+    o0 = coopMultiplyAdd(p0, v0, o0);
+    o2 = coopMultiplyAdd(p1, v0, o2);
+    if O_COLUMNS > 16u {
+        let v1 = v_frag(j, 1u);
+        o1 = coopMultiplyAdd(p0, v1, o1);
+        o3 = coopMultiplyAdd(p1, v1, o3);
     }
 }
 
@@ -525,16 +545,36 @@ fn accumulate_pv() {
     }
 }
 
-/// Two accumulators of this subgroup's slice into s_tile columns [0, 32) of its rows.
-fn stash_pair(a: Acc, b: Acc) {
-    let at = TILE * sg * S_ROW4;
-    coopStoreT(a, &s_tile[at], S_ROW4);
-    coopStoreT(b, &s_tile[at + 4u], S_ROW4);
+/// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-
+/// uniform): four subgroups do.
+fn owns_pair(pair: u32) -> bool {
+    return (O_COLUMNS * o_quarter) / 32u == pair;
 }
 
-/// Accumulator `which` (0 or 1) of a stashed pair back from s_tile.
-fn unstash(which: u32) -> Acc {
-    return coopLoadT<Acc>(&s_tile[TILE * sg * S_ROW4 + 4u * which], S_ROW4);
+/// Where this subgroup's O block goes in s_tile (vec4 index of its first element): its rows,
+/// its columns' offset inside their pair.
+fn stash_at(r: u32) -> u32 {
+    return (2u * sg_half + r) * TILE * S_ROW4 + ((O_COLUMNS * o_quarter) % 32u) / 4u;
+}
+
+/// This subgroup's O block into s_tile (its rows, its columns within the pair's 32).
+fn stash_own() {
+    coopStoreT(o0, &s_tile[stash_at(0u)], S_ROW4);
+    coopStoreT(o2, &s_tile[stash_at(1u)], S_ROW4);
+    if O_COLUMNS > 16u {
+        coopStoreT(o1, &s_tile[stash_at(0u) + 4u], S_ROW4);
+        coopStoreT(o3, &s_tile[stash_at(1u) + 4u], S_ROW4);
+    }
+}
+
+/// This subgroup's O block back from s_tile.
+fn unstash_own() {
+    o0 = coopLoadT<Acc>(&s_tile[stash_at(0u)], S_ROW4);
+    o2 = coopLoadT<Acc>(&s_tile[stash_at(1u)], S_ROW4);
+    if O_COLUMNS > 16u {
+        o1 = coopLoadT<Acc>(&s_tile[stash_at(0u) + 4u], S_ROW4);
+        o3 = coopLoadT<Acc>(&s_tile[stash_at(1u) + 4u], S_ROW4);
+    }
 }
 
 /// Scale the stashed columns [0, 32) of every row by the row's correction, between barriers.
@@ -547,49 +587,25 @@ fn scale_stash() {
     workgroupBarrier();
 }
 
-// Two accumulators per round (s_tile holds 32 columns of every row); the last barrier of each
-// round keeps s_tile from being overwritten before every subgroup has read it back.
-// (Written out per pair: naga 30's SPIR-V writer failed on pointers to private matrix array
-// elements as call arguments; pointers to the named matrices are untried on a GPU.)
+// One 32-column pair of O per round (s_tile holds 32 columns of every row), stashed and taken
+// back by the four subgroups that hold it; the last barrier of each round keeps s_tile from
+// being overwritten before they have read it back.
 fn rescale_o() {
-    stash_pair(o0, o1);
-    scale_stash();
-    o0 = unstash(0u);
-    o1 = unstash(1u);
-    workgroupBarrier();
-    stash_pair(o2, o3);
-    scale_stash();
-    o2 = unstash(0u);
-    o3 = unstash(1u);
-    workgroupBarrier();
-    if HEAD_DIM > 64u {
-        stash_pair(o4, o5);
+    for (var pair = 0u; pair < HEAD_DIM / 32u; pair++) {
+        if owns_pair(pair) {
+            stash_own();
+        }
         scale_stash();
-        o4 = unstash(0u);
-        o5 = unstash(1u);
-        workgroupBarrier();
-        stash_pair(o6, o7);
-        scale_stash();
-        o6 = unstash(0u);
-        o7 = unstash(1u);
+        if owns_pair(pair) {
+            unstash_own();
+        }
         workgroupBarrier();
     }
 }
 
 fn stash_o(pair: u32) {
-    switch pair {
-        case 0u: {
-            stash_pair(o0, o1);
-        }
-        case 1u: {
-            stash_pair(o2, o3);
-        }
-        case 2u: {
-            stash_pair(o4, o5);
-        }
-        default: {
-            stash_pair(o6, o7);
-        }
+    if owns_pair(pair) {
+        stash_own();
     }
 }
 // ---- end of matrix steps -----------------------------------------------------------------

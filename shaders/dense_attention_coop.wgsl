@@ -1,5 +1,5 @@
 // Dense causal attention on cooperative matrices: every 64-row block visits keys
-// [0, min(N, row0 + BLOCK_M)). Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup 128 invocations
+// [0, min(N, row0 + BLOCK_M)). Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE invocations
 // (attention_coop.wgsl). f16 storage only (f32 storage runs the tiled or rowwise kernels).
 
 fn dense_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
@@ -10,7 +10,7 @@ fn dense_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
     finish_row_block();
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn dense_attention_coop_f16(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) local: u32,

@@ -3,7 +3,7 @@
 // rows): it visits the row's `block_count` chunks (64 keys [s, s + 64), causal inside the
 // chunk, clipped to the block's last row) and its `column_count` single columns (all before
 // the row block), BLOCK_N per tile. Heads with an empty index row are left untouched.
-// Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup 128 invocations. f16 storage only.
+// Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE invocations. f16 storage only.
 
 // The index bindings and its walk (index_counts, visit_index_row, tile_key): sparse_index.wgsl.
 
@@ -24,7 +24,7 @@ fn sparse_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
     finish_row_block();
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn sparse_attention_coop_f16(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) local: u32,

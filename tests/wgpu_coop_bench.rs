@@ -374,7 +374,11 @@ fn coop_matmul_throughput() {
             let dot: f64 = (0..inner)
                 .map(|l| ha[i * dim as usize + l].to_f64() * hb[l * dim as usize + j].to_f64())
                 .sum();
-            let want = if repeated { dot * (dim / 16) as f64 } else { dot };
+            let want = if repeated {
+                dot * (dim / 16) as f64
+            } else {
+                dot
+            };
             let err = (got[i * dim as usize + j] as f64 - want).abs() / want.abs().max(1.0);
             max_err = max_err.max(err);
         }

@@ -22,11 +22,11 @@ const CONSTANTS: &[(&str, f64)] = &[("HEAD_DIM", 64.0), ("BLOCK_N", 32.0)];
 /// Query rows per workgroup (`BLOCK_M` of the coop core).
 const BLOCK_M: usize = 64;
 
-/// Scalar stand-ins for the matrix steps of `attention_coop.wgsl`: invocation (srow, shalf)
-/// holds Q row `srow` and O row `srow`, columns [shalf D / 2, (shalf + 1) D / 2).
+/// Scalar stand-ins for the matrix steps of `attention_coop.wgsl`: invocation (srow, slane)
+/// holds Q row `srow` and O row `srow`, columns [slane D / 4, (slane + 1) D / 4).
 const SCALAR_MATRIX_STEPS: &str = r#"
 var<private> q_emul: array<vec4<f32>, 32>; // Q row srow, D4 used
-var<private> o_emul: array<vec4<f32>, 16>; // O row srow, this half's D4 / 2 used
+var<private> o_emul: array<vec4<f32>, 8>;  // O row srow, this quarter's D4 / 4 used
 
 fn load_q_fragments() {
     for (var c = 0u; c < D4; c++) {
@@ -35,14 +35,14 @@ fn load_q_fragments() {
 }
 
 fn clear_o() {
-    for (var c = 0u; c < D4 / 2u; c++) {
+    for (var c = 0u; c < D4 / 4u; c++) {
         o_emul[c] = vec4<f32>(0.0);
     }
 }
 
 fn scores() {
-    // Row srow, this half's keys.
-    for (var c4 = shalf * BLOCK_N / 8u; c4 < (shalf + 1u) * BLOCK_N / 8u; c4++) {
+    // Row srow, this quarter's keys.
+    for (var c4 = slane * BLOCK_N / 16u; c4 < (slane + 1u) * BLOCK_N / 16u; c4++) {
         var s = vec4<f32>(0.0);
         for (var e = 0u; e < 4u; e++) {
             let key = 4u * c4 + e;
@@ -57,8 +57,8 @@ fn scores() {
 }
 
 fn accumulate_pv() {
-    let c0 = shalf * D4 / 2u;
-    for (var c = 0u; c < D4 / 2u; c++) {
+    let c0 = slane * D4 / 4u;
+    for (var c = 0u; c < D4 / 4u; c++) {
         var acc = o_emul[c];
         for (var s = 0u; s < BLOCK_N; s++) {
             let p = f32(p_tile[srow * P_ROW4 + s / 4u][s % 4u]);
@@ -70,17 +70,18 @@ fn accumulate_pv() {
 
 fn rescale_o() {
     let correction = row_stat[srow];
-    for (var c = 0u; c < D4 / 2u; c++) {
+    for (var c = 0u; c < D4 / 4u; c++) {
         o_emul[c] *= correction;
     }
 }
 
 fn stash_o(pair: u32) {
-    // Columns [32 pair, 32 pair + 32) = vec4 columns [8 pair, 8 pair + 8), held by one half.
-    if (8u * pair) / (D4 / 2u) == shalf {
-        let c0 = (8u * pair) % (D4 / 2u);
-        for (var c = 0u; c < 8u; c++) {
-            s_tile[srow * S_ROW4 + c] = o_emul[c0 + c];
+    // Columns [32 pair, 32 pair + 32) = vec4 columns [8 pair, 8 pair + 8), over the quarters
+    // that hold them.
+    for (var c = 0u; c < 8u; c++) {
+        let col4 = 8u * pair + c;
+        if col4 / (D4 / 4u) == slane {
+            s_tile[srow * S_ROW4 + c] = o_emul[col4 % (D4 / 4u)];
         }
     }
 }

@@ -25,6 +25,12 @@ pub(crate) struct Family {
     pub source: &'static str,
     /// Binding `i` of group 0 is `slots[i]`.
     pub slots: &'static [Slot],
+    /// Built without wgpu's runtime checks (`create_shader_module_trusted`): no clamps on
+    /// workgroup and private array indices, no loop bounding, no division guards. Only for
+    /// modules whose header argues why every index is in range and every loop ends (the
+    /// cooperative-matrix kernels; measured: see docs/coop.md). Storage-buffer accesses stay
+    /// bounded by the Vulkan device's robust buffer access, which wgpu enables.
+    pub trusted: bool,
 }
 
 /// A compiled entry point and its bind-group layout.
@@ -295,11 +301,22 @@ impl Context {
             return Ok(m.clone());
         }
         let module = self.scoped(&format!("{}.wgsl", family.stem), || {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(family.stem),
-                    source: wgpu::ShaderSource::Wgsl(family.source.into()),
-                })
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(family.stem),
+                source: wgpu::ShaderSource::Wgsl(family.source.into()),
+            };
+            if family.trusted {
+                // SAFETY: `Family::trusted` is set only for modules that keep every array
+                // index in range, end every loop and divide only by nonzero values (their
+                // headers say why); their storage reads stay inside validated shapes and
+                // indices.
+                unsafe {
+                    self.device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            } else {
+                self.device.create_shader_module(desc)
+            }
         })?;
         let module = Arc::new(module);
         lock(&self.modules).insert(family.stem, module.clone());

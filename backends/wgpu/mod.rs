@@ -59,10 +59,14 @@ use Slot::{Read, ReadWrite, Uniform};
 /// kernels the core leads, as its `enable` directives must open the module).
 macro_rules! attention_family {
     ($stem:literal, [$($file:literal),+], $slots:expr) => {
+        attention_family!($stem, [$($file),+], $slots, false)
+    };
+    ($stem:literal, [$($file:literal),+], $slots:expr, $trusted:expr) => {
         Family {
             stem: $stem,
             source: concat!($(include_str!(concat!("../../shaders/", $file))),+),
             slots: $slots,
+            trusted: $trusted,
         }
     };
 }
@@ -160,6 +164,7 @@ const VERTICAL_SLASH_ESTIMATE: Family = Family {
     slots: &[
         Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
     ],
+    trusted: false,
 };
 
 const BLOCK_SPARSE_INDEX: Family = Family {
@@ -169,12 +174,14 @@ const BLOCK_SPARSE_INDEX: Family = Family {
         include_str!("../../shaders/block_sparse_index.wgsl")
     ),
     slots: &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite],
+    trusted: false,
 };
 
 const TOP_K_SELECT: Family = Family {
     stem: "top_k_select",
     source: include_str!("../../shaders/top_k_select.wgsl"),
     slots: &[Uniform, Read, Read, ReadWrite],
+    trusted: false,
 };
 
 /// Row blocks per workgroup of `vertical_slash_index` (`ROWS` in WGSL).
@@ -188,6 +195,7 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     slots: &[
         Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
     ],
+    trusted: false,
 };
 
 /// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` and `COOP_BLOCK_N`
@@ -197,9 +205,9 @@ const VERTICAL_SLASH_INDEX: Family = Family {
 #[doc(hidden)]
 pub const COOP_WORKGROUP_BYTES: u32 =
     (64 * 136 * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * 4 + 2 * 64 * 4 + 4) as u32;
-/// Invocations per workgroup of the cooperative-matrix kernels: 4 subgroups of 32, one
-/// 16-row slice each.
-const COOP_THREADS: u32 = 128;
+/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each one
+/// 16-row slice and one half (of the tile's keys in S, of the head dim in O).
+const COOP_THREADS: u32 = 256;
 /// Keys per tile of the cooperative-matrix kernels (`BLOCK_N` in `attention_coop.wgsl`).
 #[doc(hidden)]
 pub const COOP_BLOCK_N: u32 = 64;
@@ -233,7 +241,8 @@ const DENSE_ATTENTION_COOP: Family = attention_family!(
         "attention_common.wgsl",
         "dense_attention_coop.wgsl"
     ],
-    DENSE_SLOTS
+    DENSE_SLOTS,
+    true
 );
 
 const A_SHAPE_ATTENTION_COOP: Family = attention_family!(
@@ -243,7 +252,8 @@ const A_SHAPE_ATTENTION_COOP: Family = attention_family!(
         "attention_common.wgsl",
         "a_shape_attention_coop.wgsl"
     ],
-    A_SHAPE_SLOTS
+    A_SHAPE_SLOTS,
+    true
 );
 
 const SPARSE_ATTENTION_COOP: Family = attention_family!(
@@ -254,7 +264,8 @@ const SPARSE_ATTENTION_COOP: Family = attention_family!(
         "sparse_index.wgsl",
         "sparse_attention_coop.wgsl"
     ],
-    SPARSE_SLOTS
+    SPARSE_SLOTS,
+    true
 );
 
 /// The WGSL sources of the cooperative-matrix families, by stem (for offline validation).
@@ -703,7 +714,7 @@ impl WgpuBackend {
                 if (a.subgroup_min_size, a.subgroup_max_size) != (32, 32) {
                     return Some(format!(
                         "subgroups of {}..{} invocations: the cooperative-matrix kernels give each \
-                         of their 4 subgroups of exactly 32 one 16-row slice",
+                         of their 8 subgroups of exactly 32 one 16-row slice and one half",
                         a.subgroup_min_size, a.subgroup_max_size
                     ));
                 }
