@@ -3,14 +3,15 @@
 // its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
 // One workgroup of 256 invocations (8 subgroups of 32) owns BLOCK_M = 64 query rows of one
-// (batch, query head), the index's row block. In S = Q K^T subgroup `sg` computes the 16-row
-// slice `rs = sg % 4` (rows [16 rs, 16 rs + 16)) against the half `sg / 4` of the tile's keys,
-// from its Q rows held in registers (16x16 A fragments, all of D); in O += P V it owns the
-// 32 rows [32 (sg / 4), +32) and the quarter `sg % 4` of the head dim (f32 accumulators held
-// for the whole key walk), so every P and V fragment it loads feeds two products. Eight
-// subgroups of a quarter of O each rather than four of a whole slice: the matmul
-// microbenchmark (tests/wgpu_coop_bench.rs) ran 8 subgroups x 8 accumulators at 144 TFLOP/s
-// and 4 x 16 at 108 with the same tile per workgroup, and so did this kernel (docs/coop.md).
+// (batch, query head), the index's row block. Subgroup `sg` owns the 32 rows
+// [32 row_half, +32) (`row_half = sg / 4`) and the quarter `quarter = sg % 4`: of the tile's
+// keys in S = Q K^T (keys [16 quarter, +16), against its Q rows held in registers as 16x16 A
+// fragments, all of D) and of the head dim in O += P V (columns [D/4 quarter, +D/4), f32
+// accumulators held for the whole key walk). Every K, P and V fragment it loads thus feeds
+// two products. Eight subgroups of a quarter of the work each rather than four of a
+// 16-row slice each: the matmul microbenchmark (tests/wgpu_coop_bench.rs) ran 8 subgroups x
+// 8 accumulators at 144 TFLOP/s and 4 x 16 at 108 with the same tile per workgroup, and this
+// kernel went from 78 to 116 TFLOP/s (docs/coop.md).
 // Per key tile of BLOCK_N keys (`attend_tile`):
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
 //   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
@@ -95,9 +96,8 @@ override PASSES: u32 = BLOCK_N / PASS_ROWS;
 /// vec4 chunks of scores each softmax lane reads per tile (4 at BLOCK_N = 64, 2 at 32).
 override LANE_CHUNKS: u32 = BLOCK_N / 4u / ROW_LANES;
 const_assert ROW_LANES == 4u;
-/// Keys of S per subgroup (its half of the tile) and O columns per subgroup (its quarter of D:
-/// 32 at HEAD_DIM = 128, 16 at 64).
-override S_KEYS: u32 = BLOCK_N / 2u;
+/// O columns per subgroup (its quarter of D: 32 at HEAD_DIM = 128, 16 at 64). (Overrides stay
+/// above the functions: naga 30's override processing panicked on ones declared below.)
 override O_COLUMNS: u32 = HEAD_DIM / 4u;
 
 var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
@@ -111,9 +111,8 @@ var<workgroup> rescale_flag: atomic<u32>; // some row of the tile needs O rescal
 
 var<private> lid: u32;
 var<private> sg: u32;          // subgroup 0..8
-var<private> rs: u32;          // its row slice in S: rows [16 rs, 16 rs + 16)
-var<private> sg_half: u32;     // its half of the tile's keys in S; its 32 O rows [32 sg_half, +32)
-var<private> o_quarter: u32;   // its O columns [O_COLUMNS o_quarter, +O_COLUMNS)
+var<private> row_half: u32;    // its rows [32 row_half, +32) in S and O
+var<private> quarter: u32;     // its keys [16 quarter, +16) in S, columns [O_COLUMNS quarter, +) in O
 var<private> bh: u32;          // batch * Hq + head
 var<private> row0: u32;        // first query row of the workgroup
 var<private> q_base4: u32;     // vec4 offset of row 0 of this (b, h) in q (and out / 2)
@@ -139,9 +138,8 @@ var<private> f3: mat2x4<f16>;
 fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     lid = local;
     sg = subgroup;
-    rs = sg % 4u;
-    sg_half = sg / 4u;
-    o_quarter = sg % 4u;
+    row_half = sg / 4u;
+    quarter = sg % 4u;
     bh = head;
     row0 = block * BLOCK_M;
     let n = params.seq_len;
@@ -418,7 +416,7 @@ alias MatB = coop_mat16x16<f16, B>;
 // Every matrix is a named variable, never an array element: the driver keeps named matrices
 // in registers, while arrays of matrices went to local memory (tests/wgpu_coop_bench.rs:
 // `matmul_direct_2x2_array` ran 6x slower than `matmul_direct_2x2`).
-// This subgroup's Q rows 32 sg_half + [16 r, +16), dims [16 c, +16) in q<8 r + c> (c < 4
+// This subgroup's Q rows 32 row_half + [16 r, +16), dims [16 c, +16) in q<8 r + c> (c < 4
 // only at HEAD_DIM = 64).
 var<private> q0: MatA;
 var<private> q1: MatA;
@@ -436,19 +434,19 @@ var<private> q12: MatA;
 var<private> q13: MatA;
 var<private> q14: MatA;
 var<private> q15: MatA;
-// Its quarter of the unnormalised O: rows 32 sg_half + [16 r, +16), columns
-// O_COLUMNS o_quarter + [16 c, +16) in o<2 r + c> (o1, o3 only at HEAD_DIM = 128).
+// Its quarter of the unnormalised O: rows 32 row_half + [16 r, +16), columns
+// O_COLUMNS quarter + [16 c, +16) in o<2 r + c> (o1, o3 only at HEAD_DIM = 128).
 var<private> o0: Acc;
 var<private> o1: Acc;
 var<private> o2: Acc;
 var<private> o3: Acc;
-// The tile's scores of its rows 32 sg_half + [16 r, +16), keys [16 rs, +16) in s<r>.
+// The tile's scores of its rows 32 row_half + [16 r, +16), keys [16 quarter, +16) in s<r>.
 var<private> s0: Acc;
 var<private> s1: Acc;
 
-/// Q rows 32 sg_half + [16 r, +16), dims [16 c, +16) from the staged Q in kv_tile.
+/// Q rows 32 row_half + [16 r, +16), dims [16 c, +16) from the staged Q in kv_tile.
 fn q_frag(r: u32, c: u32) -> MatA {
-    return coopLoadT<MatA>(&kv_tile[(2u * sg_half + r) * TILE * KV_ROW4 + 4u * c], KV_ROW4);
+    return coopLoadT<MatA>(&kv_tile[(2u * row_half + r) * TILE * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
 fn load_q_fragments() {
@@ -479,9 +477,9 @@ fn clear_o() {
     o3 = Acc();
 }
 
-/// Keys [16 rs, +16), dims [16 c, +16) as the B operand K^T (column-major view of row-major K).
+/// Keys [16 quarter, +16), dims [16 c, +16) as the B operand K^T (column-major view of row-major K).
 fn k_frag(c: u32) -> MatB {
-    return coopLoad<MatB>(&kv_tile[TILE * rs * KV_ROW4 + 4u * c], KV_ROW4);
+    return coopLoad<MatB>(&kv_tile[TILE * quarter * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
 /// One 16-dim step of S: the K fragment feeds both row blocks.
@@ -505,20 +503,20 @@ fn scores() {
         score_step(q6, q14, 6u);
         score_step(q7, q15, 7u);
     }
-    let at = 2u * sg_half * TILE * S_ROW4 + 4u * rs;
+    let at = 2u * row_half * TILE * S_ROW4 + 4u * quarter;
     coopStoreT(s0, &s_tile[at], S_ROW4);
     coopStoreT(s1, &s_tile[at + TILE * S_ROW4], S_ROW4);
 }
 
-/// V rows [16 j, 16 j + 16), columns O_COLUMNS o_quarter + [16 c, +16) as the B operand
+/// V rows [16 j, 16 j + 16), columns O_COLUMNS quarter + [16 c, +16) as the B operand
 /// (row-major).
 fn v_frag(j: u32, c: u32) -> MatB {
-    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + (O_COLUMNS * o_quarter) / 4u + 4u * c], KV_ROW4);
+    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + (O_COLUMNS * quarter) / 4u + 4u * c], KV_ROW4);
 }
 
-/// P rows 32 sg_half + [16 r, +16), keys [16 j, +16).
+/// P rows 32 row_half + [16 r, +16), keys [16 j, +16).
 fn p_frag(r: u32, j: u32) -> MatA {
-    return coopLoadT<MatA>(&p_tile[(2u * sg_half + r) * TILE * P_ROW4 + 4u * j], P_ROW4);
+    return coopLoadT<MatA>(&p_tile[(2u * row_half + r) * TILE * P_ROW4 + 4u * j], P_ROW4);
 }
 
 /// O += P[rows, keys 16 j..] . V[keys 16 j.., columns]: each P and V fragment feeds two
@@ -548,13 +546,13 @@ fn accumulate_pv() {
 /// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-
 /// uniform): four subgroups do.
 fn owns_pair(pair: u32) -> bool {
-    return (O_COLUMNS * o_quarter) / 32u == pair;
+    return (O_COLUMNS * quarter) / 32u == pair;
 }
 
 /// Where this subgroup's O block goes in s_tile (vec4 index of its first element): its rows,
 /// its columns' offset inside their pair.
 fn stash_at(r: u32) -> u32 {
-    return (2u * sg_half + r) * TILE * S_ROW4 + ((O_COLUMNS * o_quarter) % 32u) / 4u;
+    return (2u * row_half + r) * TILE * S_ROW4 + ((O_COLUMNS * quarter) % 32u) / 4u;
 }
 
 /// This subgroup's O block into s_tile (its rows, its columns within the pair's 32).

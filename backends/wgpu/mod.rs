@@ -215,11 +215,12 @@ pub const COOP_BLOCK_N: u32 = 64;
 /// Pipeline constants of the cooperative-matrix kernels for head dim `d`: the tile sizes
 /// become compile-time constants of the driver's code (strides, loop bounds, how many O
 /// accumulators each subgroup holds).
-/// - BLOCK_N = 64 keys per tile: each K/V tile staged in workgroup memory feeds 4 subgroups x
-///   16 rows, and the per-tile overhead (4 barriers, the software pipeline's hand-offs) is
-///   paid once per 64 keys; the scores (64 x 68 f32) are what bounds it at 48 KiB of
-///   workgroup memory. 32 also works (`tests/wgpu_coop_emulated.rs` runs it on lavapipe's
-///   32 KiB) and is the fallback to measure if 64 spills registers.
+/// - BLOCK_N = 64 keys per tile: each K/V tile staged in workgroup memory feeds 64 rows, the
+///   per-tile overhead (4 barriers, the software pipeline's hand-offs) is paid once per 64
+///   keys, and the matrix steps give each of the 8 subgroups 16 of the keys in S; the scores
+///   (64 x 68 f32) are what bounds it at 48 KiB of workgroup memory. (The rest of the kernel
+///   also runs at 32: `tests/wgpu_coop_emulated.rs` swaps the matrix steps for scalar code
+///   and runs it there, on lavapipe's 32 KiB.)
 /// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
 #[doc(hidden)]
 pub fn coop_constants(d: usize) -> &'static [(&'static str, u32)] {
