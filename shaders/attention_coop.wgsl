@@ -15,8 +15,8 @@
 // Per key tile of BLOCK_N keys (`attend_tile`):
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
 //   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
-//   memory), barrier, fetch_v (V rows into registers, in flight during the scores),
-//   scores (S = Q.K^T per 16x16 block, coopStore to s_tile), barrier, put_v (V over K),
+//   memory), barrier, scores (S = Q.K^T per 16x16 block, coopStore to s_tile), fetch_v (V
+//   rows into registers, in flight across the barrier), barrier, put_v (V over K),
 //   online_softmax (four invocations per row: mask, tile max, lazy max update, P as f16).
 // The P.V of the last tile runs in `finish_row_block`, before the store.
 // WGSL has no element access to cooperative matrices, so O cannot be rescaled per row in
@@ -360,8 +360,8 @@ fn attend_tile() {
     workgroupBarrier(); // the last tile's readers of kv_tile, p_tile, tile_keys, row_stat are done
     put_k();
     workgroupBarrier();
-    fetch_v();
     scores();
+    fetch_v(); // after the scores: fewer registers live during them (measured 3% faster)
     workgroupBarrier(); // S is complete and every K read done
     put_fetched();
     online_softmax();
