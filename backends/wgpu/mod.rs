@@ -17,13 +17,15 @@
 //!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it and it has no
 //!     cooperative matrices;
 //!   - [`Variant::CoopMatrix`] (`attention_coop.wgsl`, stems `{kind}_coop`, f16 tensors only):
-//!     Q.K^T and P.V on 16x16x16 cooperative matrices, 64 rows x 64 keys per tile, 4 subgroups
-//!     of 32 with Q, O and S in named matrix registers, K/V staged 16 bytes a chunk, O
-//!     rescaled lazily; head dim and tile as pipeline constants ([`coop_constants`]); the
-//!     device opts into `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only
-//!     where the adapter has them and reports a 16x16x16 f16->f32 configuration. Chosen by
-//!     [`WgpuBackend::new`] there (proven on the H100 through Vulkan: every suite and vector,
-//!     4.5x the tiled variant's speed); f32 tensors take the portable kernels.
+//!     Q.K^T and P.V on 16x16x16 cooperative matrices, 64 rows x 64 keys per tile, 8 subgroups
+//!     of 32 (each 32 rows x a quarter of the keys in S and of the head dim in O) with Q, O
+//!     and S in named matrix registers, K/V staged 16 bytes a chunk, O rescaled lazily; head
+//!     dim and tile as pipeline constants ([`coop_constants`]); modules built without wgpu's
+//!     runtime checks (`Family::trusted`); the device opts into
+//!     `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only where the adapter
+//!     has them and reports a 16x16x16 f16->f32 configuration. Chosen by [`WgpuBackend::new`]
+//!     there (proven on the H100 through Vulkan: every suite and vector, 6.8-7.3x the tiled
+//!     variant's speed); f32 tensors take the portable kernels.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
