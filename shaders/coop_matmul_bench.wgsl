@@ -77,6 +77,14 @@ fn store_c(acc: Acc, row: u32, col: u32) {
     coopStoreT(acc, &c[(row * DIM + col) / 4u], DIM / 4u);
 }
 
+/// Four accumulators side by side: C rows [row, row + 16) x columns [col, col + 64).
+fn store_row4(a0: Acc, a1: Acc, a2: Acc, a3: Acc, row: u32, col: u32) {
+    store_c(a0, row, col);
+    store_c(a1, row, col + TILE);
+    store_c(a2, row, col + 2u * TILE);
+    store_c(a3, row, col + 3u * TILE);
+}
+
 @compute @workgroup_size(128)
 fn matmul_direct_1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
     let row = wid.y * 32u + (sg / 2u) * TILE;
@@ -163,17 +171,13 @@ fn matmul_direct_4x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id
         c30 = coopMultiplyAdd(a3, b0, c30); c31 = coopMultiplyAdd(a3, b1, c31);
         c32 = coopMultiplyAdd(a3, b2, c32); c33 = coopMultiplyAdd(a3, b3, c33);
     }
-    store_c(c00, row, col); store_c(c01, row, col + TILE);
-    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    store_row4(c00, c01, c02, c03, row, col);
     let r1 = row + TILE;
-    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
-    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+    store_row4(c10, c11, c12, c13, r1, col);
     let r2 = row + 2u * TILE;
-    store_c(c20, r2, col); store_c(c21, r2, col + TILE);
-    store_c(c22, r2, col + 2u * TILE); store_c(c23, r2, col + 3u * TILE);
+    store_row4(c20, c21, c22, c23, r2, col);
     let r3 = row + 3u * TILE;
-    store_c(c30, r3, col); store_c(c31, r3, col + TILE);
-    store_c(c32, r3, col + 2u * TILE); store_c(c33, r3, col + 3u * TILE);
+    store_row4(c30, c31, c32, c33, r3, col);
 }
 
 /// Stage A rows [row0, row0 + rows) x [kk, kk + BK) and B rows [kk, kk + BK) x
@@ -338,11 +342,9 @@ fn matmul_shared_2x4(
     }
     let row = row0 + r;
     let col = col0 + cc;
-    store_c(c00, row, col); store_c(c01, row, col + TILE);
-    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    store_row4(c00, c01, c02, c03, row, col);
     let r1 = row + TILE;
-    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
-    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+    store_row4(c10, c11, c12, c13, r1, col);
 }
 
 @compute @workgroup_size(128)
@@ -384,17 +386,13 @@ fn matmul_shared_4x4(
     }
     let row = row0 + r;
     let col = col0 + cc;
-    store_c(c00, row, col); store_c(c01, row, col + TILE);
-    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    store_row4(c00, c01, c02, c03, row, col);
     let r1 = row + TILE;
-    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
-    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+    store_row4(c10, c11, c12, c13, r1, col);
     let r2 = row + 2u * TILE;
-    store_c(c20, r2, col); store_c(c21, r2, col + TILE);
-    store_c(c22, r2, col + 2u * TILE); store_c(c23, r2, col + 3u * TILE);
+    store_row4(c20, c21, c22, c23, r2, col);
     let r3 = row + 3u * TILE;
-    store_c(c30, r3, col); store_c(c31, r3, col + TILE);
-    store_c(c32, r3, col + 2u * TILE); store_c(c33, r3, col + 3u * TILE);
+    store_row4(c30, c31, c32, c33, r3, col);
 }
 
 @compute @workgroup_size(128)
@@ -415,9 +413,7 @@ fn mma_peak_2x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
         c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
         c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
     }
-    store_c(c00, row, col); store_c(c01, row, col + TILE);
-    store_c(c02, row, col + 2u * TILE); store_c(c03, row, col + 3u * TILE);
+    store_row4(c00, c01, c02, c03, row, col);
     let r1 = row + TILE;
-    store_c(c10, r1, col); store_c(c11, r1, col + TILE);
-    store_c(c12, r1, col + 2u * TILE); store_c(c13, r1, col + 3u * TILE);
+    store_row4(c10, c11, c12, c13, r1, col);
 }
