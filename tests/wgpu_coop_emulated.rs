@@ -145,6 +145,15 @@ fn gpu() -> Option<Gpu> {
         );
         return None;
     }
+    // The four lanes of a softmax row swap maxima by shuffles: they must share a subgroup.
+    let info = adapter.get_info();
+    if info.subgroup_min_size < 4 {
+        eprintln!(
+            "\n**********\nSKIPPED: coop emulation: adapter `{}` may run subgroups of {} invocations; the coop softmax needs 4 neighbouring lanes in one subgroup\n**********\n",
+            info.name, info.subgroup_min_size
+        );
+        return None;
+    }
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("coop emulation"),
         required_features: needed,
