@@ -3,7 +3,8 @@
 # variant, failures are fatal there), `check` per wgpu variant, the CUDA bench over kernel
 # configs, a wgpu timing table, compute-sanitizer memcheck/racecheck on the CUDA check run,
 # ncu profiles, the torch comparison, the cooperative-matrix matmul microbenchmark
-# (PARTS=coopbench), `minference bench` of the wgpu variants against CUDA (variantbench), and
+# (PARTS=coopbench), the driver's statistics of the coop pipelines (pstats: registers, spills),
+# `minference bench` of the wgpu variants against CUDA (variantbench), and
 # side-by-side builds of candidate kernels (abtests, abbench: test binaries named in AB_BINS
 # under DEVBIN, default .devbin).
 # Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
@@ -15,10 +16,10 @@ if [ "${1:-}" = "--pack" ]; then
   set -e
   cargo build --release --features cuda
   cargo build --release --features cuda --example cuda_bench
-  cargo test --release --features cuda --no-run --test cuda --test wgpu --test wgpu_coop_bench 2>&1 | tail -3
+  cargo test --release --features cuda --no-run --test cuda --test wgpu --test wgpu_coop_bench --test wgpu_pipeline_stats 2>&1 | tail -3
   rm -rf .devbin && mkdir -p .devbin
   cp target/release/minference target/release/examples/cuda_bench .devbin/
-  for t in cuda wgpu wgpu_coop_bench; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
+  for t in cuda wgpu wgpu_coop_bench wgpu_pipeline_stats; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
   strip .devbin/*
   echo "built from $(pwd) at $(git rev-parse --short HEAD)" > .devbin/BUILT
   du -sh .devbin
@@ -55,6 +56,12 @@ coopbench)
   echo "== coop matmul microbenchmark"
   timeout 200 $D/wgpu_coop_bench-test --ignored coop_matmul_throughput --nocapture 2>&1 \
     | grep -vE "^(running|test result|$)" ;;
+pstats)
+  # What the driver's compiler made of the coop kernels: registers, spills, shared memory
+  # (tests/wgpu_pipeline_stats.rs; VK_KHR_pipeline_executable_properties).
+  echo "== coop pipeline statistics"
+  timeout 200 $D/wgpu_pipeline_stats-test --ignored coop_pipeline_statistics --nocapture 2>&1 \
+    | grep -vE "^(running|$)" ;;
 abtests)
   # The wgpu suite (coop required) once per test binary named in AB_BINS (under $D), one
   # thread, each test's line shown: builds of candidate kernels side by side.

@@ -1,0 +1,287 @@
+//! What the Vulkan driver made of the cooperative-matrix kernels: registers, spills, shared
+//! memory, as its compiler reports them.
+//!
+//! `coop_pipeline_statistics` (ignored: run by hand on a GPU whose Vulkan driver has
+//! `VK_KHR_pipeline_executable_properties`) opens the wgpu adapter's Vulkan device through
+//! wgpu-hal with that extension added, compiles the coop attention kernels (and two kernels of
+//! the matmul microbenchmark, for calibration) to SPIR-V with naga as wgpu would (pipeline
+//! constants applied; with and without wgpu's runtime checks), builds each compute pipeline
+//! with `VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR`, and prints every statistic the driver
+//! gives (on NVIDIA: register count, local memory, shared memory, ...). The register count
+//! sets how many workgroups share an SM, which the timings alone cannot tell
+//! (`docs/coop.md`). Where the adapter is not Vulkan, lacks the extension or cooperative
+//! matrices, it prints SKIPPED and passes.
+
+use std::ffi::{CStr, CString};
+
+use ash::vk;
+use minference::wgpu_backend::{coop_constants, COOP_SOURCES};
+
+/// One kernel to compile: what to call it, its WGSL, entry point and pipeline constants.
+struct Subject {
+    label: String,
+    source: String,
+    entry: String,
+    constants: Vec<(String, f64)>,
+}
+
+fn subjects() -> Vec<Subject> {
+    let mut out = Vec::new();
+    for (stem, source) in COOP_SOURCES {
+        if stem == "a_shape_attention_coop" {
+            continue; // the same core as dense
+        }
+        out.push(Subject {
+            label: format!("{stem} (D = 128)"),
+            source: source.to_string(),
+            entry: format!("{stem}_f16"),
+            constants: coop_constants(128)
+                .iter()
+                .map(|&(k, v)| (k.to_string(), f64::from(v)))
+                .collect(),
+        });
+    }
+    let bench = include_str!("../shaders/coop_matmul_bench.wgsl");
+    for entry in ["matmul_direct_4x4", "matmul_shared_2x4", "mma_peak_2x4"] {
+        out.push(Subject {
+            label: format!("coop_matmul_bench {entry}"),
+            source: bench.to_string(),
+            entry: entry.to_string(),
+            constants: vec![("DIM".to_string(), 4096.0)],
+        });
+    }
+    out
+}
+
+/// SPIR-V of `s` as wgpu 30's Vulkan backend writes it, with (`checked`) or without its
+/// runtime checks; and the module's (group 0) bindings as descriptor types.
+fn spirv(s: &Subject, checked: bool) -> (Vec<u32>, Vec<(u32, vk::DescriptorType)>) {
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    let module = naga::front::wgsl::parse_str(&s.source)
+        .unwrap_or_else(|e| panic!("{}: {}", s.label, e.emit_to_string(&s.source)));
+    let info = naga::valid::Validator::new(ValidationFlags::all(), Capabilities::all())
+        .subgroup_stages(ShaderStages::COMPUTE)
+        .subgroup_operations(SubgroupOperationSet::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {}", s.label, e.emit_to_string(&s.source)));
+    let constants = s.constants.iter().cloned().collect();
+    let (m, i) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, &s.entry)),
+        &constants,
+    )
+    .unwrap_or_else(|e| panic!("{}: overrides: {e}", s.label));
+    let policy = |p| naga::proc::BoundsCheckPolicies {
+        index: p,
+        buffer: naga::proc::BoundsCheckPolicy::Unchecked, // robust buffer access does it
+        image_load: naga::proc::BoundsCheckPolicy::Unchecked,
+        binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+    };
+    let options = naga::back::spv::Options {
+        lang_version: (1, 5),
+        bounds_check_policies: if checked {
+            policy(naga::proc::BoundsCheckPolicy::Restrict)
+        } else {
+            policy(naga::proc::BoundsCheckPolicy::Unchecked)
+        },
+        zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None,
+        force_loop_bounding: checked,
+        emit_int_div_checks: checked,
+        ..Default::default()
+    };
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: s.entry.clone(),
+    };
+    let words = naga::back::spv::write_vec(&m, &i, &options, Some(&pipeline))
+        .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", s.label));
+    let mut bindings: Vec<(u32, vk::DescriptorType)> = m
+        .global_variables
+        .iter()
+        .filter_map(|(_, g)| {
+            let b = g.binding.as_ref()?;
+            let ty = match g.space {
+                naga::AddressSpace::Uniform => vk::DescriptorType::UNIFORM_BUFFER,
+                naga::AddressSpace::Storage { .. } => vk::DescriptorType::STORAGE_BUFFER,
+                _ => return None,
+            };
+            Some((b.binding, ty))
+        })
+        .collect();
+    bindings.sort_by_key(|b| b.0);
+    (words, bindings)
+}
+
+fn skipped(why: &str) {
+    eprintln!("\n**********\nSKIPPED: coop pipeline statistics: {why}\n**********\n");
+}
+
+fn text(chars: &[std::ffi::c_char]) -> String {
+    // SAFETY: Vulkan fills these fixed arrays with NUL-terminated strings.
+    unsafe { CStr::from_ptr(chars.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+#[ignore]
+fn coop_pipeline_statistics() {
+    use wgpu::hal::api::Vulkan;
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
+        Ok(a) => a,
+        Err(e) => return skipped(&format!("no Vulkan adapter: {e}")),
+    };
+    let name = adapter.get_info().name;
+    let features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP;
+    if !adapter.features().contains(features) {
+        return skipped(&format!(
+            "adapter `{name}` lacks cooperative matrices, f16 or subgroups"
+        ));
+    }
+    // SAFETY: the hal adapter is used only while `adapter` lives, on this thread.
+    let Some(hal_adapter) = (unsafe { adapter.as_hal::<Vulkan>() }) else {
+        return skipped(&format!("adapter `{name}` is not a Vulkan adapter"));
+    };
+    let ext = ash::khr::pipeline_executable_properties::NAME;
+    let raw_instance = hal_adapter.shared_instance().raw_instance();
+    // SAFETY: a valid physical device of this instance.
+    let available = unsafe {
+        raw_instance.enumerate_device_extension_properties(hal_adapter.raw_physical_device())
+    }
+    .expect("device extensions");
+    if !available
+        .iter()
+        .any(|e| text(&e.extension_name) == ext.to_string_lossy())
+    {
+        return skipped(&format!(
+            "adapter `{name}` has no {}",
+            ext.to_string_lossy()
+        ));
+    }
+    // Leaked: the device keeps no pointer to it after creation, and the test ends soon.
+    let stats_feature: &'static mut _ = Box::leak(Box::new(
+        vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default()
+            .pipeline_executable_info(true),
+    ));
+    let callback: Box<wgpu::hal::vulkan::CreateDeviceCallback> = Box::new(move |args| {
+        args.extensions.push(ext);
+        let info = std::mem::take(args.create_info);
+        *args.create_info = info.push_next(stats_feature);
+    });
+    // SAFETY: features the adapter reports; the callback only adds an extension it lists and
+    // its feature struct.
+    let open = unsafe {
+        hal_adapter.open_with_callback(
+            features,
+            &adapter.limits(),
+            &wgpu::MemoryHints::Performance,
+            Some(callback),
+        )
+    }
+    .expect("open the Vulkan device with VK_KHR_pipeline_executable_properties");
+    let device = open.device.raw_device();
+    let stats = ash::khr::pipeline_executable_properties::Device::new(raw_instance, device);
+    eprintln!("device: {name}");
+    let mut reported = 0;
+    for subject in subjects() {
+        for checked in [false, true] {
+            let (words, bindings) = spirv(&subject, checked);
+            let checks = if checked { "checked" } else { "unchecked" };
+            // SAFETY: every object below is created from `device`, used once and destroyed
+            // before the next subject.
+            unsafe {
+                let layout_bindings: Vec<vk::DescriptorSetLayoutBinding> = bindings
+                    .iter()
+                    .map(|&(b, ty)| {
+                        vk::DescriptorSetLayoutBinding::default()
+                            .binding(b)
+                            .descriptor_type(ty)
+                            .descriptor_count(1)
+                            .stage_flags(vk::ShaderStageFlags::COMPUTE)
+                    })
+                    .collect();
+                let set_layout = device
+                    .create_descriptor_set_layout(
+                        &vk::DescriptorSetLayoutCreateInfo::default().bindings(&layout_bindings),
+                        None,
+                    )
+                    .expect("descriptor set layout");
+                let set_layouts = [set_layout];
+                let pipeline_layout = device
+                    .create_pipeline_layout(
+                        &vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts),
+                        None,
+                    )
+                    .expect("pipeline layout");
+                let shader = device
+                    .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)
+                    .expect("shader module");
+                let entry = CString::new(subject.entry.as_str()).expect("entry name");
+                let info = vk::ComputePipelineCreateInfo::default()
+                    .flags(vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR)
+                    .stage(
+                        vk::PipelineShaderStageCreateInfo::default()
+                            .stage(vk::ShaderStageFlags::COMPUTE)
+                            .module(shader)
+                            .name(&entry),
+                    )
+                    .layout(pipeline_layout);
+                let pipeline = device
+                    .create_compute_pipelines(vk::PipelineCache::null(), &[info], None)
+                    .map_err(|(_, e)| e)
+                    .expect("compute pipeline")[0];
+                let executables = stats
+                    .get_pipeline_executable_properties(
+                        &vk::PipelineInfoKHR::default().pipeline(pipeline),
+                    )
+                    .expect("pipeline executables");
+                for (index, exe) in executables.iter().enumerate() {
+                    let values = stats
+                        .get_pipeline_executable_statistics(
+                            &vk::PipelineExecutableInfoKHR::default()
+                                .pipeline(pipeline)
+                                .executable_index(index as u32),
+                        )
+                        .expect("statistics");
+                    let line: Vec<String> = values
+                        .iter()
+                        .map(|v| {
+                            let value = match v.format {
+                                vk::PipelineExecutableStatisticFormatKHR::BOOL32 => {
+                                    (v.value.b32 != 0).to_string()
+                                }
+                                vk::PipelineExecutableStatisticFormatKHR::INT64 => {
+                                    v.value.i64.to_string()
+                                }
+                                vk::PipelineExecutableStatisticFormatKHR::UINT64 => {
+                                    v.value.u64.to_string()
+                                }
+                                _ => format!("{:.3}", v.value.f64),
+                            };
+                            format!("{} = {value}", text(&v.name))
+                        })
+                        .collect();
+                    reported += values.len();
+                    eprintln!(
+                        "{:<40} {checks:<9} [{} subgroup {}] {}",
+                        subject.label,
+                        text(&exe.name),
+                        exe.subgroup_size,
+                        line.join(", ")
+                    );
+                }
+                device.destroy_pipeline(pipeline, None);
+                device.destroy_shader_module(shader, None);
+                device.destroy_pipeline_layout(pipeline_layout, None);
+                device.destroy_descriptor_set_layout(set_layout, None);
+            }
+        }
+    }
+    assert!(reported > 0, "the driver reported no statistics");
+}
