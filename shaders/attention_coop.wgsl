@@ -16,7 +16,7 @@
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
 //   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
 //   memory), barrier, scores (S = Q.K^T per 16x16 block, coopStore to s_tile), fetch_v (V
-//   rows into registers, in flight across the barrier), barrier, put_v (V over K),
+//   rows into registers, in flight across the barrier), barrier, put_fetched (V over K),
 //   online_softmax (four invocations per row: mask, tile max, lazy max update, P as f16).
 // The P.V of the last tile runs in `finish_row_block`, before the store.
 // WGSL has no element access to cooperative matrices, so O cannot be rescaled per row in
@@ -33,11 +33,16 @@
 // distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
 // HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
 // strides, loop bounds and the number of accumulators are compile-time for the driver.
-// The backend builds these modules without wgpu's runtime checks (`Family::trusted`): every
-// workgroup-array index below is in range by construction (local_invocation_index, subgroup
-// and constants), every loop ends, every divisor is a nonzero constant or a validated param,
-// and the storage reads stay inside the head (rows < N; keys from ranges below N or from a
-// validated index).
+// The backend builds these modules without wgpu's runtime checks (`Family::trusted`). What
+// keeps every access in range then, and what the backend guarantees for it: BLOCK_N = 64 and
+// HEAD_DIM 64 or 128 (`coop_constants`, with a compile-time check of COOP_BLOCK_N; other head
+// dims are refused), subgroups of exactly 32 so subgroup_id < 8 (checked before the variant
+// is offered), 256 invocations (the entry points' workgroup size); with those, every
+// workgroup-array index below is in range by construction (local_invocation_index,
+// subgroup_id and constants), every loop ends, every divisor is a nonzero constant or a
+// validated param (Hq a multiple of Hkv >= 1), and the storage reads stay inside the head
+// (rows < N; keys from ranges below N, or from an index validated on upload or built by the
+// backend's own kernels).
 // Uniformity: coop ops must run in subgroup-uniform control flow and barriers in workgroup-
 // uniform control flow. WGSL's analysis treats every builtin (subgroup_id) and every storage
 // or atomic read (block_count, rescale_flag, ...) as non-uniform, so it is turned off below;
@@ -65,12 +70,14 @@ diagnostic(off, derivative_uniformity);
 
 /// Head dim, 64 or 128 (pipeline constant).
 override HEAD_DIM: u32 = 128u;
-/// Keys per tile, 64, or 32 at HEAD_DIM = 128 (pipeline constant; `fetch_rows` needs
-/// 4 or 8 passes).
+/// Keys per tile (pipeline constant): 64, which the matrix steps need (4 key blocks of 16 in
+/// S). The rest of the core also runs at 32 (the scalar emulation does); `fetch_rows` takes
+/// 1, 2 or 4 passes.
 override BLOCK_N: u32 = 64u;
-/// Query rows per workgroup: 4 row slices x 16 rows, one index row block.
+/// Query rows per workgroup: one index row block.
 const BLOCK_M: u32 = 64u;
-/// 8 subgroups of 32: 4 row slices x 2 halves (of the keys in S, of the head dim in O).
+/// 8 subgroups of 32: 2 row halves (32 rows) x 4 quarters (of the keys in S, of the head dim
+/// in O).
 const WORKGROUP_SIZE: u32 = 256u;
 /// Invocations per query row in the softmax (consecutive lanes of one subgroup).
 const ROW_LANES: u32 = WORKGROUP_SIZE / BLOCK_M;
@@ -544,7 +551,7 @@ fn accumulate_pv() {
 }
 
 /// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-
-/// uniform): four subgroups do.
+/// uniform): two subgroups do at HEAD_DIM = 128 (one per row half), four at 64.
 fn owns_pair(pair: u32) -> bool {
     return (O_COLUMNS * quarter) / 32u == pair;
 }
@@ -586,7 +593,7 @@ fn scale_stash() {
 }
 
 // One 32-column pair of O per round (s_tile holds 32 columns of every row), stashed and taken
-// back by the four subgroups that hold it; the last barrier of each round keeps s_tile from
+// back by the subgroups that hold it; the last barrier of each round keeps s_tile from
 // being overwritten before they have read it back.
 fn rescale_o() {
     for (var pair = 0u; pair < HEAD_DIM / 32u; pair++) {

@@ -28,8 +28,9 @@ pub(crate) struct Family {
     /// Built without wgpu's runtime checks (`create_shader_module_trusted`): no clamps on
     /// workgroup and private array indices, no loop bounding, no division guards. Only for
     /// modules whose header argues why every index is in range and every loop ends (the
-    /// cooperative-matrix kernels; measured: see docs/coop.md). Storage-buffer accesses stay
-    /// bounded by the Vulkan device's robust buffer access, which wgpu enables.
+    /// cooperative-matrix kernels; measured: see docs/coop.md). Storage-buffer accesses are
+    /// then bounded by the Vulkan device's robust buffer access where the device has it
+    /// (wgpu enables it), and by the module's own argument everywhere.
     pub trusted: bool,
 }
 
