@@ -125,15 +125,8 @@ fn skipped(why: &str) {
 
 /// A device with cooperative matrices, f16, subgroups and timestamp queries, or why not.
 fn open() -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue), String> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-        power_preference: wgpu::PowerPreference::HighPerformance,
-        force_fallback_adapter: false,
-        compatible_surface: None,
-        apply_limit_buckets: false,
-    }))
-    .map_err(|e| format!("no adapter: {e}"))?;
+    let adapter =
+        minference::wgpu_backend::first_adapter().map_err(|e| format!("no adapter: {e}"))?;
     let info = adapter.get_info();
     let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
         | wgpu::Features::SHADER_F16

@@ -129,15 +129,7 @@ struct Gpu {
 }
 
 fn gpu() -> Option<Gpu> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-        power_preference: wgpu::PowerPreference::HighPerformance,
-        force_fallback_adapter: false,
-        compatible_surface: None,
-        apply_limit_buckets: false,
-    }));
-    let Ok(adapter) = adapter else {
+    let Ok(adapter) = minference::wgpu_backend::first_adapter() else {
         eprintln!("\n**********\nSKIPPED: coop emulation: no wgpu adapter\n**********\n");
         return None;
     };

@@ -130,12 +130,10 @@ fn text(name: Result<&CStr, std::ffi::FromBytesUntilNulError>) -> String {
 #[ignore]
 fn coop_pipeline_statistics() {
     use wgpu::hal::api::Vulkan;
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
-    desc.backends = wgpu::Backends::VULKAN;
-    let instance = wgpu::Instance::new(desc);
-    let adapter = match pollster::block_on(instance.request_adapter(&Default::default())) {
+    // The adapter the backend opens (`WGPU_BACKEND=vulkan` picks Vulkan where there are more).
+    let adapter = match minference::wgpu_backend::first_adapter() {
         Ok(a) => a,
-        Err(e) => return skipped(&format!("no Vulkan adapter: {e}")),
+        Err(e) => return skipped(&format!("no adapter: {e}")),
     };
     let name = adapter.get_info().name;
     let features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX

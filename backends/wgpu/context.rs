@@ -34,6 +34,20 @@ pub(crate) struct Family {
     pub trusted: bool,
 }
 
+/// The first adapter wgpu offers (high performance preferred; `WGPU_BACKEND` and the other
+/// `wgpu` environment variables apply): the one this backend opens, and the one the by-hand
+/// diagnostics in tests/ use.
+pub fn first_adapter() -> std::result::Result<wgpu::Adapter, wgpu::RequestAdapterError> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    }))
+}
+
 /// A compiled entry point and its bind-group layout.
 pub(crate) struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
@@ -132,15 +146,7 @@ impl Context {
             backend: NAME,
             reason,
         };
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            force_fallback_adapter: false,
-            compatible_surface: None,
-            apply_limit_buckets: false,
-        }))
-        .map_err(|e| unavailable(format!("no adapter: {e}")))?;
+        let adapter = first_adapter().map_err(|e| unavailable(format!("no adapter: {e}")))?;
         let adapter_info = adapter.get_info();
         // Ask for everything the adapter offers: larger bindings and dispatch grids.
         let limits = adapter.limits();

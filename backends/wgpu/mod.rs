@@ -38,6 +38,8 @@ use crate::index::{HostIndex, IndexMeta};
 use crate::pattern::{Pattern, BLOCK, LAST_Q};
 use crate::tensor::{AttnShape, DType, HostTensor, TensorData};
 use bytemuck::{Pod, Zeroable};
+#[doc(hidden)]
+pub use context::first_adapter;
 use context::{Context, Family, Kernel, Slot, NAME};
 use half::f16;
 
