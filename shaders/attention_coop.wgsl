@@ -1,62 +1,54 @@
-// The FlashAttention core of the cooperative-matrix variant (dense, A-shape and sparse), as a
-// two-stage software pipeline over 32-key tiles.
+// The FlashAttention core of the cooperative-matrix variant (dense, A-shape and sparse).
 // This file comes first in each coop module: it carries the module's `enable` directives and
 // its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
 // One workgroup of 256 invocations (8 subgroups of 32) owns BLOCK_M = 64 query rows of one
-// (batch, query head), the index's row block, and walks its keys in tiles of BLOCK_N = 32.
-// Subgroup `sg` computes one 16x16 block of S = Q K^T per tile (rows [16 (sg / 2), +16) against
-// its Q rows held in registers, keys [16 (sg % 2), +16)) and owns a 32 x D/4 block of
-// O += P V (rows [32 row_half, +32), `row_half = sg / 4`; columns [D/4 quarter, +D/4),
-// `quarter = sg % 4`; f32 accumulators held for the whole key walk: each P and V fragment
-// feeds two products).
-//
-// The pipeline. Tile t goes through three steps, one per call of `pipeline_step`: its K is put
-// into workgroup memory and its S computed into registers (step t), S is stored and turned into
-// P by the online softmax while its V is put (step t + 1), and O += P V (step t + 2). A step has
-// two phases between two barriers:
-//   Y (after the first barrier): the O rescale if tile t - 2's softmax asked for it, store
-//     S(t - 1), O += P(t - 2) V(t - 2), put K(t) (fetched into registers when the step began);
-//   X (after the second): S(t) = Q K(t)^T into registers, the online softmax of tile t - 1
-//     (s_tile -> p_tile), put V(t - 1), fetch V(t) into registers.
-// So the softmax of one tile runs beside the matrix products of the next, and the P.V of a
-// tile beside the S store of the next: two barriers per 32 keys, where the one-stage kernel
-// (up to 790df33) took four per 64 keys with the softmax alone between two of them.
-// K and V have their own halves of kv_tile; S, P, the tile keys and the rescale flags are
-// single or double buffered as their lifetimes need (see each array). `finish_row_block`
-// drains the pipeline with steps that bring no new tile.
+// (batch, query head), the index's row block. Subgroup `sg` owns the 32 rows
+// [32 row_half, +32) (`row_half = sg / 4`) and the quarter `quarter = sg % 4`: of the tile's
+// keys in S = Q K^T (keys [16 quarter, +16), against its Q rows held in registers as 16x16 A
+// fragments, all of D) and of the head dim in O += P V (columns [D/4 quarter, +D/4), f32
+// accumulators held for the whole key walk). Every K, P and V fragment it loads thus feeds
+// two products. Eight subgroups of a quarter of the work each rather than four of a
+// 16-row slice each: the matmul microbenchmark (tests/wgpu_coop_bench.rs) ran 8 subgroups x
+// 8 accumulators at 144 TFLOP/s and 4 x 16 at 108 with the same tile per workgroup, and this
+// kernel went from 78 to 116 TFLOP/s (docs/coop.md).
+// Per key tile of BLOCK_N keys (`attend_tile`):
+//   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
+//   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
+//   memory), barrier, scores (S = Q.K^T per 16x16 block, coopStore to s_tile), fetch_v (V
+//   rows into registers, in flight across the barrier), barrier, put_fetched (V over K),
+//   online_softmax (four invocations per row: mask, tile max, lazy max update, P as f16).
+// The P.V of the last tile runs in `finish_row_block`, before the store.
 // WGSL has no element access to cooperative matrices, so O cannot be rescaled per row in
 // registers. Rescaling is lazy instead (as FlashAttention-4 does): the max `m_used` that P is
 // computed against moves only when a score passes it by more than RESCALE_THRESHOLD (2^8 in
 // P, fine for f16 and the f32 sums); only then are O's rows scaled, through workgroup memory
 // (`rescale_o`), for the whole workgroup at once. On the first visible tile of a row O and l
 // are still 0 and nothing is scaled, so for typical data it is rare after the first tile.
-// Workgroup memory (HEAD_DIM = 128): kv_tile 17408 (Q at the start, then K in rows
-// [0, BLOCK_N) and V in rows [BLOCK_N, 2 BLOCK_N); rows padded by 8 halves) + s_tile 9216
-// (f32 scores, rows padded by 4; also the 32-column scratch of the O rescale and store)
-// + p_tile 5120 (f16 P, rows padded by 8) + tile_keys 256 + row_stat 256 + rescale_flag 8
-// = 32264 bytes (`COOP_WORKGROUP_BYTES`), under the 48 KiB Vulkan gives on NVIDIA (and under
-// lavapipe's 32 KiB, where the scalar emulation runs). The paddings put the rows of a 16x16
-// fragment in distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte
-// aligned. HEAD_DIM is a pipeline constant (the backend sets it, see `coop_constants`):
+// Workgroup memory (HEAD_DIM = 128, BLOCK_N = 64): kv_tile 17408 (Q at the start, then K and
+// V of each tile in turn; rows padded by 8 halves) + s_tile 17408 (f32 scores, rows padded by
+// 4; also the scratch of the O rescale and store) + p_tile 9216 (f16 P, rows padded by 8)
+// + tile_keys 256 + row_stat 512 + rescale_flag 4 = 44804 bytes (`COOP_WORKGROUP_BYTES`),
+// under the 48 KiB Vulkan gives on NVIDIA. The paddings put the rows of a 16x16 fragment in
+// distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
+// HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
 // strides, loop bounds and the number of accumulators are compile-time for the driver.
 // The backend builds these modules without wgpu's runtime checks (`Family::trusted`). What
-// keeps every access in range then, and what the backend guarantees for it: BLOCK_N = 32 and
-// BLOCK_M = 64 (constants, checked below), HEAD_DIM 64 or 128 (`coop_constants`; other head
+// keeps every access in range then, and what the backend guarantees for it: BLOCK_N = 64 and
+// HEAD_DIM 64 or 128 (`coop_constants`, with a compile-time check of COOP_BLOCK_N; other head
 // dims are refused), subgroups of exactly 32 so subgroup_id < 8 (checked before the variant
 // is offered), 256 invocations (the entry points' workgroup size); with those, every
 // workgroup-array index below is in range by construction (local_invocation_index,
-// subgroup_id, the step parity and constants), every loop ends, every divisor is a nonzero
-// constant or a validated param (Hq a multiple of Hkv >= 1), and the storage reads stay inside
-// the head (rows < N; keys from ranges below N, or from an index validated on upload or built
-// by the backend's own kernels).
+// subgroup_id and constants), every loop ends, every divisor is a nonzero constant or a
+// validated param (Hq a multiple of Hkv >= 1), and the storage reads stay inside the head
+// (rows < N; keys from ranges below N, or from an index validated on upload or built by the
+// backend's own kernels).
 // Uniformity: coop ops must run in subgroup-uniform control flow and barriers in workgroup-
 // uniform control flow. WGSL's analysis treats every builtin (subgroup_id) and every storage
 // or atomic read (block_count, rescale_flag, ...) as non-uniform, so it is turned off below;
 // every branch and loop around a barrier or a coop op depends only on constants, params,
-// workgroup_id, subgroup_id, the pipeline state (`step`, `have_s`, `have_p`: every invocation
-// updates them alike) and values that all invocations read at the same address after a
-// barrier.
+// workgroup_id, subgroup_id and values that all invocations read at the same address after
+// a barrier.
 // Requires subgroups of exactly 32 invocations (checked by the backend), made of consecutive
 // local_invocation_index values (the four lanes of a softmax row swap maxima by shuffles).
 // Everything outside the matrix steps maps work by local_invocation_index alone and talks
@@ -78,69 +70,56 @@ diagnostic(off, derivative_uniformity);
 
 /// Head dim, 64 or 128 (pipeline constant).
 override HEAD_DIM: u32 = 128u;
-/// Keys per tile: two 16-key blocks of S, one per subgroup of a pair.
-const BLOCK_N: u32 = 32u;
+/// Keys per tile (pipeline constant): 64, which the matrix steps need (4 key blocks of 16 in
+/// S). The rest of the core also runs at 32 (the scalar emulation does); `fetch_rows` takes
+/// 1, 2 or 4 passes.
+override BLOCK_N: u32 = 64u;
 /// Query rows per workgroup: one index row block.
 const BLOCK_M: u32 = 64u;
-/// 8 subgroups of 32: 4 row blocks x 2 key blocks in S; 2 row halves x 4 quarters of the head
-/// dim in O.
+/// 8 subgroups of 32: 2 row halves (32 rows) x 4 quarters (of the keys in S, of the head dim
+/// in O).
 const WORKGROUP_SIZE: u32 = 256u;
 /// Invocations per query row in the softmax (consecutive lanes of one subgroup).
 const ROW_LANES: u32 = WORKGROUP_SIZE / BLOCK_M;
 /// Side of a cooperative matrix.
 const TILE: u32 = 16u;
-/// vec4 chunks of scores each softmax lane reads per tile.
-const LANE_CHUNKS: u32 = BLOCK_N / 4u / ROW_LANES;
-/// First row of V in kv_tile (K takes rows [0, BLOCK_N)).
-const V_ROW0: u32 = BLOCK_N;
 /// Start of the running max: finite, far below any base-2 score.
 const MASKED: f32 = -1.0e30;
 /// How far (base 2) a score may pass the max P is computed against before O is rescaled.
 const RESCALE_THRESHOLD: f32 = 8.0;
-const_assert BLOCK_N == 32u;
-const_assert 2u * BLOCK_N <= BLOCK_M;
-const_assert ROW_LANES == 4u;
-const_assert LANE_CHUNKS == 2u;
 /// vec4 elements of a head's row.
 override D4: u32 = HEAD_DIM / 4u;
 /// Padded rows (in array elements) of kv_tile (vec4<f16>), s_tile (vec4<f32>), p_tile
-/// (vec4<f16>). An s_tile row holds 32 f32 columns: the O scratch uses exactly that.
+/// (vec4<f16>).
 override KV_ROW4: u32 = HEAD_DIM / 4u + 2u;
-const S_ROW4: u32 = BLOCK_N / 4u + 1u;
-const P_ROW4: u32 = BLOCK_N / 4u + 2u;
+override S_ROW4: u32 = BLOCK_N / 4u + 1u;
+override P_ROW4: u32 = BLOCK_N / 4u + 2u;
 /// 16-byte chunks of a K or V row, rows of a tile moved per pass of the workgroup, passes per
-/// tile (each invocation moves one chunk per pass, always the same column chunk): 2 at
-/// HEAD_DIM = 128, 1 at 64.
+/// tile (each invocation moves one chunk per pass, always the same column chunk): 4 at
+/// HEAD_DIM = 128 and BLOCK_N = 64, 2 at 64 and 64, 1 at 64 and 32.
 override CHUNKS: u32 = HEAD_DIM / 8u;
 override PASS_ROWS: u32 = WORKGROUP_SIZE / CHUNKS;
 override PASSES: u32 = BLOCK_N / PASS_ROWS;
+/// vec4 chunks of scores each softmax lane reads per tile (4 at BLOCK_N = 64, 2 at 32).
+override LANE_CHUNKS: u32 = BLOCK_N / 4u / ROW_LANES;
+const_assert ROW_LANES == 4u;
 /// O columns per subgroup (its quarter of D: 32 at HEAD_DIM = 128, 16 at 64). (Overrides stay
 /// above the functions: naga 30's override processing panicked on ones declared below.)
 override O_COLUMNS: u32 = HEAD_DIM / 4u;
 
-// Q [BLOCK_M, D] at the start; then K(t) [BLOCK_N, D] in rows [0, BLOCK_N) (put in Y of step
-// t, read in X of step t) and V(t - 1) [BLOCK_N, D] in rows [V_ROW0, +BLOCK_N) (put in X of
-// step t, read in Y of step t + 1).
-var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>;
-// [BLOCK_M, BLOCK_N] raw scores of tile t - 1 (stored in Y of step t, read in X of step t);
-// the O scratch ([BLOCK_M, 32] f32) of the rescale (Y, before the store) and of the output.
-var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;
-// [BLOCK_M, BLOCK_N] P of tile t - 1 (written in X of step t, read in Y of step t + 1).
-var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;
-// [2, BLOCK_N] the keys of tile t in half t % 2 (put in Y of step t, read by its softmax in X
-// of step t + 1), -1 where a slot holds none.
-var<workgroup> tile_keys: array<vec4<i32>, 2u * BLOCK_N / 4u>;
-// [BLOCK_M] each row's O correction from the softmax of step t (read by the rescale in step
-// t + 1); at the end each row's sum.
-var<workgroup> row_stat: array<f32, BLOCK_M>;
-// [2] by the parity of the step that ran the softmax: some row needs O rescaled before that
-// tile's P.V (set in X of step t, read in Y of step t + 1, cleared in Y of step t + 2).
-var<workgroup> rescale_flag: array<atomic<u32>, 2>;
+var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
+var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;   // [BLOCK_M, BLOCK_N] raw scores
+var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;   // [BLOCK_M, BLOCK_N] P
+var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 4u>;    // [BLOCK_N] key of each slot, -1 none
+// [2, BLOCK_M]: the tile's O correction of each row (first half); at the end each row's sum
+// (first half).
+var<workgroup> row_stat: array<f32, 2u * BLOCK_M>;
+var<workgroup> rescale_flag: atomic<u32>; // some row of the tile needs O rescaled
 
 var<private> lid: u32;
 var<private> sg: u32;          // subgroup 0..8
-var<private> row_half: u32;    // its O rows [32 row_half, +32)
-var<private> quarter: u32;     // its O columns [O_COLUMNS quarter, +O_COLUMNS)
+var<private> row_half: u32;    // its rows [32 row_half, +32) in S and O
+var<private> quarter: u32;     // its keys [16 quarter, +16) in S, columns [O_COLUMNS quarter, +) in O
 var<private> bh: u32;          // batch * Hq + head
 var<private> row0: u32;        // first query row of the workgroup
 var<private> q_base4: u32;     // vec4 offset of row 0 of this (b, h) in q (and out / 2)
@@ -151,22 +130,18 @@ var<private> m_used: f32;      // the max P of row `srow` is computed against (b
 var<private> l_part: f32;      // running sum of this quarter's P of row `srow`
 var<private> window_sink: u32;
 var<private> window_local: u32;
-// The pipeline state, alike in every invocation.
-var<private> step: u32;        // steps run in this row block
-var<private> have_s: bool;     // the S of the last step's tile is in registers
-var<private> have_p: bool;     // P and V of the tile before are in p_tile and kv_tile
-var<private> s_full: bool;     // whether every row sees every key of the tile whose S is held
-// This invocation's chunks of a tile's K and V rows, fetched from storage ahead of the phase
-// that puts them: k<t> (v<t>) is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t`.
-// Named, not arrays: loop-indexed private arrays live in local memory.
-var<private> fk0: mat2x4<f16>;
-var<private> fk1: mat2x4<f16>;
-var<private> fv0: mat2x4<f16>;
-var<private> fv1: mat2x4<f16>;
+var<private> pending: bool;    // the last tile's P.V is still to be accumulated
+// The tile's K or V chunks this invocation moves, fetched from storage ahead of their barrier:
+// f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 4: D = 128 with
+// BLOCK_N = 64). Named, not an array: loop-indexed private arrays live in local memory.
+var<private> f0: mat2x4<f16>;
+var<private> f1: mat2x4<f16>;
+var<private> f2: mat2x4<f16>;
+var<private> f3: mat2x4<f16>;
 // The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
 /// Set up the workgroup for row block `block` of (batch, head) `head`: stage Q (zeros past
-/// N), load the Q fragments, clear O and the softmax and pipeline state.
+/// N), load the Q fragments, clear O and the softmax state.
 fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     lid = local;
     sg = subgroup;
@@ -187,10 +162,7 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     l_part = 0.0;
     window_sink = n;
     window_local = n + 1u;
-    step = 0u;
-    have_s = false;
-    have_p = false;
-    s_full = false;
+    pending = false;
     for (var i = lid; i < BLOCK_M * D4; i += WORKGROUP_SIZE) {
         let r = i / D4;
         var x = vec4<f16>(0.0h);
@@ -199,13 +171,13 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
         }
         kv_tile[r * KV_ROW4 + i % D4] = x;
     }
-    if lid < 2u {
-        atomicStore(&rescale_flag[lid], 0u);
+    if lid == 0u {
+        atomicStore(&rescale_flag, 0u);
     }
     workgroupBarrier();
     load_q_fragments();
     clear_o();
-    // kv_tile is next written after the first step's first barrier.
+    // kv_tile is next written after the first tile's first barrier.
 }
 
 /// Chunk `lid % CHUNKS` of the K (`is_v` false) or V row of tile slot `slot`, or zeros when
@@ -222,49 +194,55 @@ fn fetch_chunk(slot: u32, is_v: bool) -> mat2x4<f16> {
     return k[at];
 }
 
-/// This invocation's chunks of the current tile's K rows, into registers.
+/// This invocation's chunks of the tile's K or V rows, into registers (missing keys are 0).
+fn fetch_rows(is_v: bool) {
+    let slot = lid / CHUNKS;
+    f0 = fetch_chunk(slot, is_v);
+    if PASSES > 1u {
+        f1 = fetch_chunk(slot + PASS_ROWS, is_v);
+    }
+    if PASSES > 2u {
+        f2 = fetch_chunk(slot + 2u * PASS_ROWS, is_v);
+        f3 = fetch_chunk(slot + 3u * PASS_ROWS, is_v);
+    }
+}
+
 fn fetch_k() {
-    let slot = lid / CHUNKS;
-    fk0 = fetch_chunk(slot, false);
-    if PASSES > 1u {
-        fk1 = fetch_chunk(slot + PASS_ROWS, false);
-    }
+    fetch_rows(false);
 }
 
-/// This invocation's chunks of the current tile's V rows, into registers.
 fn fetch_v() {
-    let slot = lid / CHUNKS;
-    fv0 = fetch_chunk(slot, true);
-    if PASSES > 1u {
-        fv1 = fetch_chunk(slot + PASS_ROWS, true);
-    }
+    fetch_rows(true);
 }
 
-/// One fetched chunk into kv_tile row `row` (two vec4<f16>).
-fn put_chunk(row: u32, x: mat2x4<f16>) {
-    let at = row * KV_ROW4 + 2u * (lid % CHUNKS);
+/// One fetched chunk into kv_tile row `slot` (two vec4<f16>).
+fn put_chunk(slot: u32, x: mat2x4<f16>) {
+    let at = slot * KV_ROW4 + 2u * (lid % CHUNKS);
     kv_tile[at] = x[0];
     kv_tile[at + 1u] = x[1];
 }
 
-/// The fetched K rows into kv_tile's K half, the tile's keys into tile_keys half `step % 2`.
-fn put_k() {
+/// The fetched rows into kv_tile (between barriers: nobody else reads kv_tile meanwhile).
+fn put_fetched() {
     let slot = lid / CHUNKS;
-    put_chunk(slot, fk0);
+    put_chunk(slot, f0);
     if PASSES > 1u {
-        put_chunk(slot + PASS_ROWS, fk1);
+        put_chunk(slot + PASS_ROWS, f1);
     }
-    if lid < BLOCK_N {
-        tile_keys[(step % 2u) * (BLOCK_N / 4u) + lid / 4u][lid % 4u] = tile_key(lid);
+    if PASSES > 2u {
+        put_chunk(slot + 2u * PASS_ROWS, f2);
+        put_chunk(slot + 3u * PASS_ROWS, f3);
     }
 }
 
-/// The fetched V rows (of the tile before) into kv_tile's V half.
-fn put_v() {
-    let slot = lid / CHUNKS;
-    put_chunk(V_ROW0 + slot, fv0);
-    if PASSES > 1u {
-        put_chunk(V_ROW0 + slot + PASS_ROWS, fv1);
+/// K rows and the tile's keys into workgroup memory; the rescale flag starts clear.
+fn put_k() {
+    put_fetched();
+    if lid < BLOCK_N {
+        tile_keys[lid / 4u][lid % 4u] = tile_key(lid);
+    }
+    if lid == 0u {
+        atomicStore(&rescale_flag, 0u);
     }
 }
 
@@ -306,15 +284,14 @@ fn lane_chunk(i: u32) -> u32 {
 }
 
 /// Scores of chunk `i` of this invocation's quarter of the row, base 2; MASKED where the row
-/// does not see the key (not checked on fully visible tiles). `keys4` is the vec4 offset of
-/// the tile's keys in tile_keys.
-fn lane_scores(i: u32, full: bool, keys4: u32) -> vec4<f32> {
+/// does not see the key (not checked on fully visible tiles).
+fn lane_scores(i: u32, full: bool) -> vec4<f32> {
     let c = lane_chunk(i);
     let x = s_tile[srow * S_ROW4 + c] * params.scale_log2;
     if full {
         return x;
     }
-    return select(vec4<f32>(MASKED), x, visible4(row0 + srow, tile_keys[keys4 + c]));
+    return select(vec4<f32>(MASKED), x, visible4(row0 + srow, tile_keys[c]));
 }
 
 /// P of chunk `i` (scores `x`) against m_used, to p_tile; returns its sum.
@@ -330,20 +307,25 @@ fn emit_p(i: u32, x: vec4<f32>, full: bool) -> f32 {
     return dot(p, vec4<f32>(1.0));
 }
 
-/// Online softmax of row `srow` of the tile whose S is in s_tile (stored this step; its keys
-/// in tile_keys half `(step - 1) % 2`, `s_full` says whether they need no mask), with lazy
-/// rescaling. Each of the row's four lanes reads its quarter of the scores once, the lanes
-/// swap their maxima (so they agree on `m_used`), then each turns its keys into P (f16, to
-/// p_tile) and keeps its own part of the row sum. Lane 0 publishes the row's O correction (1
-/// when unchanged) and raises the rescale flag of this step's parity. No infinities are used
-/// (drivers may compile with fast math): masked scores are the finite MASKED and never reach
-/// exp2 unselected; a fully masked tile leaves the row unchanged.
+/// Online softmax of row `srow` with lazy rescaling. Each of the row's four lanes reads its
+/// quarter of the scores once (held in registers: BLOCK_N = 64, 4 chunks), the lanes swap
+/// their maxima (so they agree on `m_used`), then each turns its keys into P (f16, to p_tile)
+/// and keeps its own part of the row sum. Lane 0 publishes the row's O correction (1 when
+/// unchanged) and raises the rescale flag. Full tiles below the diagonal skip the mask. No
+/// infinities are used (drivers may compile with fast math): masked scores are the finite
+/// MASKED and never reach exp2 unselected; a fully masked tile leaves the row unchanged.
 fn online_softmax() {
-    let full = s_full;
-    let keys4 = ((step + 1u) % 2u) * (BLOCK_N / 4u);
-    let x0 = lane_scores(0u, full, keys4);
-    let x1 = lane_scores(1u, full, keys4);
-    let lane_max = max(max4(x0), max4(x1));
+    let full = tile_fully_visible();
+    let x0 = lane_scores(0u, full);
+    let x1 = lane_scores(1u, full);
+    var lane_max = max(max4(x0), max4(x1));
+    var x2 = vec4<f32>(MASKED);
+    var x3 = vec4<f32>(MASKED);
+    if LANE_CHUNKS > 2u {
+        x2 = lane_scores(2u, full);
+        x3 = lane_scores(3u, full);
+        lane_max = max(lane_max, max(max4(x2), max4(x3)));
+    }
     let pair_max = max(lane_max, subgroupShuffleXor(lane_max, 1u));
     let tile_max = max(pair_max, subgroupShuffleXor(pair_max, 2u));
     var correction = 1.0;
@@ -353,79 +335,51 @@ fn online_softmax() {
         }
         m_used = tile_max;
     }
-    let sum = emit_p(0u, x0, full) + emit_p(1u, x1, full);
+    var sum = emit_p(0u, x0, full) + emit_p(1u, x1, full);
+    if LANE_CHUNKS > 2u {
+        sum += emit_p(2u, x2, full) + emit_p(3u, x3, full);
+    }
     l_part = l_part * correction + sum;
     if slane == 0u {
         row_stat[srow] = correction;
         if correction != 1.0 {
-            atomicOr(&rescale_flag[step % 2u], 1u);
+            atomicOr(&rescale_flag, 1u);
         }
     }
 }
 
-/// One step of the pipeline (see the header): with `new_tile`, the current tile enters it.
-/// Called by every invocation alike; `new_tile` is workgroup-uniform.
-fn pipeline_step(new_tile: bool) {
-    let full = new_tile && tile_fully_visible();
-    if new_tile {
-        fetch_k(); // lands while the Y phase's products run
+/// The pending tile's end: O rescaled if some row's max moved, then O += P.V.
+fn finish_pending_tile() {
+    workgroupBarrier(); // P, V, the corrections and the flag are complete
+    if atomicLoad(&rescale_flag) != 0u {
+        rescale_o();
     }
-    workgroupBarrier(); // the last step's readers of s_tile, K and the flags are done
-    // ---- Y: finish the tile before the last (its P and V are in place), store the last S.
-    if have_p {
-        if atomicLoad(&rescale_flag[(step + 1u) % 2u]) != 0u {
-            rescale_o(); // through s_tile, whose scores were read in the last step
-        }
-    }
-    if lid == 0u {
-        atomicStore(&rescale_flag[step % 2u], 0u); // last read in the last step
-    }
-    if have_s {
-        store_scores();
-    }
-    if have_p {
-        accumulate_pv();
-    }
-    if new_tile {
-        put_k();
-    }
-    if !new_tile && !have_s {
-        // The last drain: nothing runs in X.
-        have_p = false;
-        step += 1u;
-        return;
-    }
-    workgroupBarrier(); // S, K and the P.V reads of p_tile and V are complete
-    // ---- X: the new tile's S beside the last tile's softmax.
-    if new_tile {
-        scores();
-    }
-    if have_s {
-        online_softmax();
-        put_v();
-    }
-    if new_tile {
-        fetch_v(); // put in the next step's X
-    }
-    have_p = have_s;
-    have_s = new_tile;
-    s_full = full;
-    step += 1u;
+    accumulate_pv();
+    pending = false;
 }
 
 /// One key tile (keys tile_key(0..BLOCK_N)); called by every invocation alike.
 fn attend_tile() {
-    pipeline_step(true);
+    fetch_k();
+    if pending {
+        finish_pending_tile();
+    }
+    workgroupBarrier(); // the last tile's readers of kv_tile, p_tile, tile_keys, row_stat are done
+    put_k();
+    workgroupBarrier();
+    scores();
+    fetch_v(); // after the scores: fewer registers live during them (measured 3% faster)
+    workgroupBarrier(); // S is complete and every K read done
+    put_fetched();
+    online_softmax();
+    pending = true;
 }
 
-/// Drain the pipeline, then write the normalised output rows as f16 pairs, 32 columns at a
-/// time through s_tile.
+/// Accumulate the last tile, then write the normalised output rows as f16 pairs, 32 columns
+/// at a time through s_tile.
 fn finish_row_block() {
-    if have_s {
-        pipeline_step(false);
-    }
-    if have_p {
-        pipeline_step(false);
+    if pending {
+        finish_pending_tile();
     }
     let pair_sum = l_part + subgroupShuffleXor(l_part, 1u);
     let row_sum = pair_sum + subgroupShuffleXor(pair_sum, 2u);
@@ -454,13 +408,10 @@ fn finish_row_block() {
 
 // ---- matrix steps: the only code that touches cooperative matrices ----------------------
 // (tests/wgpu_coop_emulated.rs swaps this section for scalar code with the same contract.)
-// - load_q_fragments(): Q rows of the subgroup's S rows from kv_tile (staged Q) into
-//   registers;
+// - load_q_fragments(): Q rows of the subgroup's slice from kv_tile (staged Q) into registers;
 // - clear_o(): O = 0;
-// - scores(): S = Q . K^T of this subgroup's block for the K rows in kv_tile [0, BLOCK_N),
-//   into registers;
-// - store_scores(): the S of the last scores() to s_tile[r][0, BLOCK_N);
-// - accumulate_pv(): O[r] += sum_s P[r][s] V[s] (p_tile, V rows in kv_tile [V_ROW0, +BLOCK_N));
+// - scores(): s_tile[r][0, BLOCK_N) = Q[r] . K[s] for the K rows in kv_tile;
+// - accumulate_pv(): O[r] += sum_s P[r][s] V[s] (p_tile, V rows in kv_tile);
 // - rescale_o(): O[r] *= row_stat[r] (uses s_tile as scratch; workgroup-uniform, barriers);
 // - stash_o(pair): O columns [32 pair, 32 pair + 32) -> s_tile[r][0, 32) (the caller
 //   barriers before reading).
@@ -472,8 +423,8 @@ alias MatB = coop_mat16x16<f16, B>;
 // Every matrix is a named variable, never an array element: the driver keeps named matrices
 // in registers, while arrays of matrices went to local memory (tests/wgpu_coop_bench.rs:
 // `matmul_direct_2x2_array` ran 6x slower than `matmul_direct_2x2`).
-// This subgroup's Q rows 16 (sg / 2) + [0, 16), dims [16 c, +16) in q<c> (c < 4 only at
-// HEAD_DIM = 64).
+// This subgroup's Q rows 32 row_half + [16 r, +16), dims [16 c, +16) in q<8 r + c> (c < 4
+// only at HEAD_DIM = 64).
 var<private> q0: MatA;
 var<private> q1: MatA;
 var<private> q2: MatA;
@@ -482,30 +433,47 @@ var<private> q4: MatA;
 var<private> q5: MatA;
 var<private> q6: MatA;
 var<private> q7: MatA;
+var<private> q8: MatA;
+var<private> q9: MatA;
+var<private> q10: MatA;
+var<private> q11: MatA;
+var<private> q12: MatA;
+var<private> q13: MatA;
+var<private> q14: MatA;
+var<private> q15: MatA;
 // Its quarter of the unnormalised O: rows 32 row_half + [16 r, +16), columns
 // O_COLUMNS quarter + [16 c, +16) in o<2 r + c> (o1, o3 only at HEAD_DIM = 128).
 var<private> o0: Acc;
 var<private> o1: Acc;
 var<private> o2: Acc;
 var<private> o3: Acc;
-// The last tile's scores of rows 16 (sg / 2) + [0, 16), keys 16 (sg % 2) + [0, 16).
+// The tile's scores of its rows 32 row_half + [16 r, +16), keys [16 quarter, +16) in s<r>.
 var<private> s0: Acc;
+var<private> s1: Acc;
 
-/// Q rows 16 (sg / 2) + [0, 16), dims [16 c, +16) from the staged Q in kv_tile.
-fn q_frag(c: u32) -> MatA {
-    return coopLoadT<MatA>(&kv_tile[(sg / 2u) * TILE * KV_ROW4 + 4u * c], KV_ROW4);
+/// Q rows 32 row_half + [16 r, +16), dims [16 c, +16) from the staged Q in kv_tile.
+fn q_frag(r: u32, c: u32) -> MatA {
+    return coopLoadT<MatA>(&kv_tile[(2u * row_half + r) * TILE * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
 fn load_q_fragments() {
-    q0 = q_frag(0u);
-    q1 = q_frag(1u);
-    q2 = q_frag(2u);
-    q3 = q_frag(3u);
+    q0 = q_frag(0u, 0u);
+    q1 = q_frag(0u, 1u);
+    q2 = q_frag(0u, 2u);
+    q3 = q_frag(0u, 3u);
+    q8 = q_frag(1u, 0u);
+    q9 = q_frag(1u, 1u);
+    q10 = q_frag(1u, 2u);
+    q11 = q_frag(1u, 3u);
     if HEAD_DIM > 64u {
-        q4 = q_frag(4u);
-        q5 = q_frag(5u);
-        q6 = q_frag(6u);
-        q7 = q_frag(7u);
+        q4 = q_frag(0u, 4u);
+        q5 = q_frag(0u, 5u);
+        q6 = q_frag(0u, 6u);
+        q7 = q_frag(0u, 7u);
+        q12 = q_frag(1u, 4u);
+        q13 = q_frag(1u, 5u);
+        q14 = q_frag(1u, 6u);
+        q15 = q_frag(1u, 7u);
     }
 }
 
@@ -516,35 +484,41 @@ fn clear_o() {
     o3 = Acc();
 }
 
-/// Keys [16 (sg % 2), +16), dims [16 c, +16) as the B operand K^T (column-major view of
-/// row-major K).
+/// Keys [16 quarter, +16), dims [16 c, +16) as the B operand K^T (column-major view of row-major K).
 fn k_frag(c: u32) -> MatB {
-    return coopLoad<MatB>(&kv_tile[TILE * (sg % 2u) * KV_ROW4 + 4u * c], KV_ROW4);
+    return coopLoad<MatB>(&kv_tile[TILE * quarter * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
-// Two accumulation chains (even and odd 16-dim steps) of half the depth, added at the end.
+/// One 16-dim step of S: the K fragment feeds both row blocks.
+fn score_step(qa: MatA, qb: MatA, c: u32) {
+    let kf = k_frag(c);
+    s0 = coopMultiplyAdd(qa, kf, s0);
+    s1 = coopMultiplyAdd(qb, kf, s1);
+}
+
+// Needs BLOCK_N = 64: four subgroups of 16 keys per row half.
 fn scores() {
-    var even = coopMultiplyAdd(q0, k_frag(0u), Acc());
-    var odd = coopMultiplyAdd(q1, k_frag(1u), Acc());
-    even = coopMultiplyAdd(q2, k_frag(2u), even);
-    odd = coopMultiplyAdd(q3, k_frag(3u), odd);
+    s0 = Acc();
+    s1 = Acc();
+    score_step(q0, q8, 0u);
+    score_step(q1, q9, 1u);
+    score_step(q2, q10, 2u);
+    score_step(q3, q11, 3u);
     if HEAD_DIM > 64u {
-        even = coopMultiplyAdd(q4, k_frag(4u), even);
-        odd = coopMultiplyAdd(q5, k_frag(5u), odd);
-        even = coopMultiplyAdd(q6, k_frag(6u), even);
-        odd = coopMultiplyAdd(q7, k_frag(7u), odd);
+        score_step(q4, q12, 4u);
+        score_step(q5, q13, 5u);
+        score_step(q6, q14, 6u);
+        score_step(q7, q15, 7u);
     }
-    s0 = even + odd;
+    let at = 2u * row_half * TILE * S_ROW4 + 4u * quarter;
+    coopStoreT(s0, &s_tile[at], S_ROW4);
+    coopStoreT(s1, &s_tile[at + TILE * S_ROW4], S_ROW4);
 }
 
-fn store_scores() {
-    coopStoreT(s0, &s_tile[(sg / 2u) * TILE * S_ROW4 + 4u * (sg % 2u)], S_ROW4);
-}
-
-/// V rows [16 j, 16 j + 16) of the tile, columns O_COLUMNS quarter + [16 c, +16) as the B
-/// operand (row-major).
+/// V rows [16 j, 16 j + 16), columns O_COLUMNS quarter + [16 c, +16) as the B operand
+/// (row-major).
 fn v_frag(j: u32, c: u32) -> MatB {
-    return coopLoadT<MatB>(&kv_tile[(V_ROW0 + j * TILE) * KV_ROW4 + (O_COLUMNS * quarter) / 4u + 4u * c], KV_ROW4);
+    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + (O_COLUMNS * quarter) / 4u + 4u * c], KV_ROW4);
 }
 
 /// P rows 32 row_half + [16 r, +16), keys [16 j, +16).
@@ -570,6 +544,10 @@ fn pv_step(j: u32) {
 fn accumulate_pv() {
     pv_step(0u);
     pv_step(1u);
+    if BLOCK_N > 32u {
+        pv_step(2u);
+        pv_step(3u);
+    }
 }
 
 /// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-

@@ -417,3 +417,238 @@ fn mma_peak_2x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg:
     let r1 = row + TILE;
     store_row4(c10, c11, c12, c13, r1, col);
 }
+
+// ---- fragment loads from workgroup memory, alone -------------------------------------------
+// The `smem_peak_*` kernels stage A rows [row0, +128) x k [0, PEAK_K) and B k [0, PEAK_K) x
+// columns [col0, +128) once, then run the `matmul_shared_2x4` inner step DIM / 16 times on
+// them (8 subgroups of 32 x 64, 2 A and 4 B fragment loads per 8 products, no barriers):
+// C = (DIM / PEAK_K) A[:, 0..PEAK_K] B[0..PEAK_K, :]. What they time is coopLoad from
+// workgroup memory feeding the products, in four layouts:
+// - `smem_peak_vec4`: vec4<f16> arrays, B row-major (coopLoadT), as the attention's V and P;
+// - `smem_peak_f16`: the same in scalar f16 arrays (pointer and stride in halves);
+// - `smem_peak_vec4_kt`: B stored transposed (one row per column, k contiguous) and loaded
+//   column-major (coopLoad), as the attention's K^T;
+// - `smem_peak_f16_kt`: the same in scalar f16 arrays.
+
+/// k columns staged once by the smem_peak kernels.
+const PEAK_K: u32 = 64u;
+/// Padded rows: A and B^T [128, PEAK_K + 8 halves], B [PEAK_K, 128 + 8 halves].
+const PA_ROW: u32 = PEAK_K + 8u;
+const PB_ROW: u32 = 128u + 8u;
+const PA_ROW4: u32 = PA_ROW / 4u;
+const PB_ROW4: u32 = PB_ROW / 4u;
+
+var<workgroup> pa4: array<vec4<f16>, 128u * PA_ROW4>;   // A [128, PEAK_K]
+var<workgroup> pb4: array<vec4<f16>, PEAK_K * PB_ROW4>; // B [PEAK_K, 128]
+var<workgroup> pbt4: array<vec4<f16>, 128u * PA_ROW4>;  // B^T [128, PEAK_K]
+var<workgroup> pa_h: array<f16, 128u * PA_ROW>;         // A [128, PEAK_K]
+var<workgroup> pb_h: array<f16, PEAK_K * PB_ROW>;       // B [PEAK_K, 128]
+var<workgroup> pbt_h: array<f16, 128u * PA_ROW>;        // B^T [128, PEAK_K]
+
+fn a_elem(row: u32, col: u32) -> f16 {
+    return a[(row * DIM + col) / 4u][col % 4u];
+}
+
+fn b_elem(row: u32, col: u32) -> f16 {
+    return b[(row * DIM + col) / 4u][col % 4u];
+}
+
+/// A rows [row0, +128) x [0, PEAK_K) into pa4 (each kernel stages only the arrays it uses:
+/// all six would pass the 48 KiB).
+fn stage_pa4(lid: u32, row0: u32) {
+    for (var i = lid; i < 128u * (PEAK_K / 4u); i += 256u) {
+        let r = i / (PEAK_K / 4u);
+        let c4 = i % (PEAK_K / 4u);
+        pa4[r * PA_ROW4 + c4] = a[(row0 + r) * DIM / 4u + c4];
+    }
+}
+
+/// B [0, PEAK_K) x [col0, +128) into pb4.
+fn stage_pb4(lid: u32, col0: u32) {
+    for (var i = lid; i < PEAK_K * 32u; i += 256u) {
+        let r = i / 32u;
+        let c4 = i % 32u;
+        pb4[r * PB_ROW4 + c4] = b[(r * DIM + col0) / 4u + c4];
+    }
+}
+
+/// B [0, PEAK_K) x [col0, +128) transposed into pbt4.
+fn stage_pbt4(lid: u32, col0: u32) {
+    for (var i = lid; i < 128u * (PEAK_K / 4u); i += 256u) {
+        let n = i / (PEAK_K / 4u);
+        let k = 4u * (i % (PEAK_K / 4u));
+        pbt4[n * PA_ROW4 + k / 4u] = vec4<f16>(
+            b_elem(k, col0 + n), b_elem(k + 1u, col0 + n), b_elem(k + 2u, col0 + n), b_elem(k + 3u, col0 + n)
+        );
+    }
+}
+
+/// As stage_pa4, stage_pb4 and stage_pbt4, into the scalar arrays.
+fn stage_pa_h(lid: u32, row0: u32) {
+    for (var i = lid; i < 128u * PEAK_K; i += 256u) {
+        pa_h[(i / PEAK_K) * PA_ROW + i % PEAK_K] = a_elem(row0 + i / PEAK_K, i % PEAK_K);
+    }
+}
+
+fn stage_pb_h(lid: u32, col0: u32) {
+    for (var i = lid; i < PEAK_K * 128u; i += 256u) {
+        pb_h[(i / 128u) * PB_ROW + i % 128u] = b_elem(i / 128u, col0 + i % 128u);
+    }
+}
+
+fn stage_pbt_h(lid: u32, col0: u32) {
+    for (var i = lid; i < 128u * PEAK_K; i += 256u) {
+        pbt_h[(i / PEAK_K) * PA_ROW + i % PEAK_K] = b_elem(i % PEAK_K, col0 + i / PEAK_K);
+    }
+}
+
+/// Which staged 16-column step the loop at `kk` reads: (kk / 16) salt mod PEAK_K / 16, where
+/// `salt` is 1 at run time but unknown to the compiler (from arrayLength), so the loads stay
+/// in the loop instead of being hoisted out of it as loop-invariant.
+fn peak_step(kk: u32, salt: u32) -> u32 {
+    return ((kk / TILE) * salt) % (PEAK_K / TILE) * TILE;
+}
+
+fn salt() -> u32 {
+    return arrayLength(&a) / (DIM * DIM / 4u);
+}
+
+@compute @workgroup_size(256)
+fn smem_peak_vec4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    stage_pa4(lid, row0);
+    stage_pb4(lid, col0);
+    workgroupBarrier();
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    let salt = salt();
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let s = peak_step(kk, salt);
+        let b0 = coopLoadT<MatB>(&pb4[s * PB_ROW4 + cc / 4u], PB_ROW4);
+        let b1 = coopLoadT<MatB>(&pb4[s * PB_ROW4 + (cc + TILE) / 4u], PB_ROW4);
+        let b2 = coopLoadT<MatB>(&pb4[s * PB_ROW4 + (cc + 2u * TILE) / 4u], PB_ROW4);
+        let b3 = coopLoadT<MatB>(&pb4[s * PB_ROW4 + (cc + 3u * TILE) / 4u], PB_ROW4);
+        let a0 = coopLoadT<MatA>(&pa4[r * PA_ROW4 + s / 4u], PA_ROW4);
+        c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+        c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+        let a1 = coopLoadT<MatA>(&pa4[(r + TILE) * PA_ROW4 + s / 4u], PA_ROW4);
+        c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+        c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+    }
+    let row = row0 + r;
+    let col = col0 + cc;
+    store_row4(c00, c01, c02, c03, row, col);
+    store_row4(c10, c11, c12, c13, row + TILE, col);
+}
+
+@compute @workgroup_size(256)
+fn smem_peak_f16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    stage_pa_h(lid, row0);
+    stage_pb_h(lid, col0);
+    workgroupBarrier();
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    let salt = salt();
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let s = peak_step(kk, salt);
+        let b0 = coopLoadT<MatB>(&pb_h[s * PB_ROW + cc], PB_ROW);
+        let b1 = coopLoadT<MatB>(&pb_h[s * PB_ROW + cc + TILE], PB_ROW);
+        let b2 = coopLoadT<MatB>(&pb_h[s * PB_ROW + cc + 2u * TILE], PB_ROW);
+        let b3 = coopLoadT<MatB>(&pb_h[s * PB_ROW + cc + 3u * TILE], PB_ROW);
+        let a0 = coopLoadT<MatA>(&pa_h[r * PA_ROW + s], PA_ROW);
+        c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+        c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+        let a1 = coopLoadT<MatA>(&pa_h[(r + TILE) * PA_ROW + s], PA_ROW);
+        c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+        c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+    }
+    let row = row0 + r;
+    let col = col0 + cc;
+    store_row4(c00, c01, c02, c03, row, col);
+    store_row4(c10, c11, c12, c13, row + TILE, col);
+}
+
+@compute @workgroup_size(256)
+fn smem_peak_vec4_kt(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    stage_pa4(lid, row0);
+    stage_pbt4(lid, col0);
+    workgroupBarrier();
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    let salt = salt();
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let s = peak_step(kk, salt);
+        let b0 = coopLoad<MatB>(&pbt4[cc * PA_ROW4 + s / 4u], PA_ROW4);
+        let b1 = coopLoad<MatB>(&pbt4[(cc + TILE) * PA_ROW4 + s / 4u], PA_ROW4);
+        let b2 = coopLoad<MatB>(&pbt4[(cc + 2u * TILE) * PA_ROW4 + s / 4u], PA_ROW4);
+        let b3 = coopLoad<MatB>(&pbt4[(cc + 3u * TILE) * PA_ROW4 + s / 4u], PA_ROW4);
+        let a0 = coopLoadT<MatA>(&pa4[r * PA_ROW4 + s / 4u], PA_ROW4);
+        c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+        c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+        let a1 = coopLoadT<MatA>(&pa4[(r + TILE) * PA_ROW4 + s / 4u], PA_ROW4);
+        c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+        c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+    }
+    let row = row0 + r;
+    let col = col0 + cc;
+    store_row4(c00, c01, c02, c03, row, col);
+    store_row4(c10, c11, c12, c13, row + TILE, col);
+}
+
+@compute @workgroup_size(256)
+fn smem_peak_f16_kt(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    stage_pa_h(lid, row0);
+    stage_pbt_h(lid, col0);
+    workgroupBarrier();
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    let salt = salt();
+    var c00 = Acc(); var c01 = Acc(); var c02 = Acc(); var c03 = Acc();
+    var c10 = Acc(); var c11 = Acc(); var c12 = Acc(); var c13 = Acc();
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let s = peak_step(kk, salt);
+        let b0 = coopLoad<MatB>(&pbt_h[cc * PA_ROW + s], PA_ROW);
+        let b1 = coopLoad<MatB>(&pbt_h[(cc + TILE) * PA_ROW + s], PA_ROW);
+        let b2 = coopLoad<MatB>(&pbt_h[(cc + 2u * TILE) * PA_ROW + s], PA_ROW);
+        let b3 = coopLoad<MatB>(&pbt_h[(cc + 3u * TILE) * PA_ROW + s], PA_ROW);
+        let a0 = coopLoadT<MatA>(&pa_h[r * PA_ROW + s], PA_ROW);
+        c00 = coopMultiplyAdd(a0, b0, c00); c01 = coopMultiplyAdd(a0, b1, c01);
+        c02 = coopMultiplyAdd(a0, b2, c02); c03 = coopMultiplyAdd(a0, b3, c03);
+        let a1 = coopLoadT<MatA>(&pa_h[(r + TILE) * PA_ROW + s], PA_ROW);
+        c10 = coopMultiplyAdd(a1, b0, c10); c11 = coopMultiplyAdd(a1, b1, c11);
+        c12 = coopMultiplyAdd(a1, b2, c12); c13 = coopMultiplyAdd(a1, b3, c13);
+    }
+    let row = row0 + r;
+    let col = col0 + cc;
+    store_row4(c00, c01, c02, c03, row, col);
+    store_row4(c10, c11, c12, c13, row + TILE, col);
+}

@@ -6,7 +6,9 @@
 //! of 128) with timestamp queries around each dispatch: the median of `REPS` dispatches after
 //! `WARMUP`, printed as TFLOP/s (2 DIM^3 per dispatch), each result spot-checked against f64.
 //! Every kernel runs twice: built with wgpu's runtime checks (bounds clamps, loop bounding,
-//! division guards: what the library uses) and without them (`create_shader_module_trusted`).
+//! division guards) and without them (`create_shader_module_trusted`: what the library's coop
+//! kernels use). `MINFERENCE_COOP_BENCH_KERNELS` (entry points, comma-separated) and
+//! `MINFERENCE_COOP_BENCH_CHECKS` (`checked` or `unchecked`) run a subset.
 //! Where the adapter has no 16x16x16 f16->f32 cooperative matrices, no timestamp queries or
 //! subgroups other than 32 wide (lavapipe), it prints SKIPPED and passes.
 //!
@@ -20,67 +22,101 @@ const SOURCE: &str = include_str!("../shaders/coop_matmul_bench.wgsl");
 const WARMUP: usize = 3;
 const REPS: usize = 15;
 
-/// One kernel of the benchmark: entry point, workgroup size, output block per workgroup
-/// (rows, columns) and what it shows.
+/// One kernel of the benchmark: entry point, output block per workgroup (rows, columns),
+/// what it computes and what it shows.
 struct Kernel {
     entry: &'static str,
     block: (u32, u32),
+    /// `Some(k)`: the kernel computes (DIM / k) A[:, 0..k] B[0..k, :] (it repeats the products
+    /// of the first k columns of A and rows of B) instead of A B.
+    repeats: Option<u32>,
     what: &'static str,
 }
 
-/// `mma_peak_2x4` computes (DIM / 16) A[:, 0..16] B[0..16, :] instead of A B.
-const REPEATED_PRODUCT: &str = "mma_peak_2x4";
-
-const KERNELS: [Kernel; 10] = [
+const KERNELS: [Kernel; 14] = [
     Kernel {
         entry: "matmul_direct_1x1",
         block: (32, 32),
+        repeats: None,
         what: "(a) storage loads, one 16x16 per subgroup, 4 subgroups",
     },
     Kernel {
         entry: "matmul_direct_2x2",
         block: (64, 64),
+        repeats: None,
         what: "(b) storage loads, 32x32 per subgroup (4 named accumulators), 4 subgroups",
     },
     Kernel {
         entry: "matmul_direct_2x2_array",
         block: (64, 64),
+        repeats: None,
         what: "(b') as (b), accumulators in a loop-indexed private array",
     },
     Kernel {
         entry: "matmul_direct_4x4",
         block: (128, 128),
+        repeats: None,
         what: "(b) storage loads, 64x64 per subgroup (16 accumulators), 4 subgroups",
     },
     Kernel {
         entry: "matmul_shared_4sg",
         block: (64, 64),
+        repeats: None,
         what: "(c) A/B chunks staged in workgroup memory, 32x32 per subgroup, 4 subgroups",
     },
     Kernel {
         entry: "matmul_shared_8sg",
         block: (128, 64),
+        repeats: None,
         what: "(c) A/B chunks staged in workgroup memory, 32x32 per subgroup, 8 subgroups",
     },
     Kernel {
         entry: "matmul_shared_4sg_rt",
         block: (64, 64),
+        repeats: None,
         what: "(c') as matmul_shared_4sg, coopLoad strides unknown at compile time",
     },
     Kernel {
         entry: "matmul_shared_2x4",
         block: (128, 128),
+        repeats: None,
         what: "(d) staged, 32x64 per subgroup (8 named accumulators), 8 subgroups",
     },
     Kernel {
         entry: "matmul_shared_4x4",
         block: (128, 128),
+        repeats: None,
         what: "(d) staged, 64x64 per subgroup (16 named accumulators), 4 subgroups",
     },
     Kernel {
         entry: "mma_peak_2x4",
         block: (128, 64),
+        repeats: Some(16),
         what: "(e) no loads in the loop: the matrix instructions alone, 8 accumulators",
+    },
+    Kernel {
+        entry: "smem_peak_vec4",
+        block: (128, 128),
+        repeats: Some(64),
+        what: "(f) (d)'s step on tiles staged once: loads from vec4<f16> arrays, B row-major",
+    },
+    Kernel {
+        entry: "smem_peak_f16",
+        block: (128, 128),
+        repeats: Some(64),
+        what: "(f) as smem_peak_vec4, scalar f16 arrays",
+    },
+    Kernel {
+        entry: "smem_peak_vec4_kt",
+        block: (128, 128),
+        repeats: Some(64),
+        what: "(f) as smem_peak_vec4, B stored transposed and loaded column-major (K^T)",
+    },
+    Kernel {
+        entry: "smem_peak_f16_kt",
+        block: (128, 128),
+        repeats: Some(64),
+        what: "(f) as smem_peak_vec4_kt, scalar f16 arrays",
     },
 ];
 
@@ -301,10 +337,35 @@ fn coop_matmul_throughput() {
     let flops = 2.0 * (dim as f64).powi(3);
     let mut wrong = Vec::new();
     eprintln!("C = A B, {dim} x {dim} x {dim}, f16 -> f32; median of {REPS} after {WARMUP} warm-up dispatches (timestamp queries)");
+    let only = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var)
+            .ok()
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+    };
+    let (only_kernels, only_checks) = (
+        only("MINFERENCE_COOP_BENCH_KERNELS"),
+        only("MINFERENCE_COOP_BENCH_CHECKS"),
+    );
+    let picked = |list: &Option<Vec<String>>, name: &str| {
+        list.as_ref().is_none_or(|l| l.iter().any(|x| x == name))
+    };
+    for k in KERNELS.iter() {
+        assert!(
+            SOURCE.contains(&format!("fn {}(", k.entry)),
+            "no entry point {}",
+            k.entry
+        );
+    }
     let runs_of = [("checked", &checked), ("unchecked", &unchecked)];
     for ((checks, module), k) in runs_of
         .iter()
-        .flat_map(|m| KERNELS.iter().map(move |k| (m, k)))
+        .filter(|(c, _)| picked(&only_checks, c))
+        .flat_map(|m| {
+            KERNELS
+                .iter()
+                .filter(|k| picked(&only_kernels, k.entry))
+                .map(move |k| (m, k))
+        })
     {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -358,21 +419,20 @@ fn coop_matmul_throughput() {
         ms.sort_by(f64::total_cmp);
         let median = ms[REPS / 2];
         // Spot check 64 entries against f64 (inputs exact in f16; f32 accumulation); the
-        // repeated product's entries grow with DIM / 16, so its error is relative.
-        let repeated = k.entry == REPEATED_PRODUCT;
+        // repeated products' entries grow with DIM / k, so their error is relative.
         let mut max_err = 0.0f64;
         for t in 0..64usize {
             let (i, j) = ((t * 977 + 13) % dim as usize, (t * 331 + 7) % dim as usize);
-            let inner = if repeated { 16 } else { dim as usize };
+            let inner = k.repeats.unwrap_or(dim) as usize;
             let dot: f64 = (0..inner)
                 .map(|l| ha[i * dim as usize + l].to_f64() * hb[l * dim as usize + j].to_f64())
                 .sum();
-            let want = if repeated {
-                dot * (dim / 16) as f64
+            let want = dot * (dim / inner as u32) as f64;
+            let scale = if k.repeats.is_some() {
+                want.abs().max(1.0)
             } else {
-                dot
+                1.0
             };
-            let scale = if repeated { want.abs().max(1.0) } else { 1.0 };
             let err = (got[i * dim as usize + j] as f64 - want).abs() / scale;
             max_err = max_err.max(err);
         }

@@ -44,7 +44,14 @@ fn subjects() -> Vec<Subject> {
         });
     }
     let bench = include_str!("../shaders/coop_matmul_bench.wgsl");
-    for entry in ["matmul_direct_4x4", "matmul_shared_2x4", "mma_peak_2x4"] {
+    for entry in [
+        "matmul_direct_4x4",
+        "matmul_shared_2x4",
+        "mma_peak_2x4",
+        "smem_peak_vec4",
+        "smem_peak_f16",
+        "smem_peak_vec4_kt",
+    ] {
         out.push(Subject {
             label: format!("coop_matmul_bench {entry}"),
             source: bench.to_string(),

@@ -203,30 +203,36 @@ const VERTICAL_SLASH_INDEX: Family = Family {
 };
 
 /// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` and `COOP_BLOCK_N`
-/// (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile 64 x (128 + 8) f16 (Q,
-/// then the K and V halves), s_tile 64 x (32 + 4) f32, p_tile 64 x (32 + 8) f16, tile_keys
-/// 2 x 32 i32, row_stat 64 f32, rescale_flag 2 u32.
+/// (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile 64 x (128 + 8) f16,
+/// s_tile 64 x (64 + 4) f32, p_tile 64 x (64 + 8) f16, tile_keys 64 i32, row_stat 2 x 64 f32,
+/// rescale_flag.
 #[doc(hidden)]
 pub const COOP_WORKGROUP_BYTES: u32 =
-    (64 * 136 * 2 + 64 * 36 * 4 + 64 * 40 * 2 + 2 * 32 * 4 + 64 * 4 + 2 * 4) as u32;
-/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each a
-/// 16x16 block of S and 32 rows x a quarter of the head dim of O.
+    (64 * 136 * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * 4 + 2 * 64 * 4 + 4) as u32;
+/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each 32
+/// rows and a quarter (of the tile's keys in S, of the head dim in O).
 const COOP_THREADS: u32 = 256;
-/// Keys per tile of the cooperative-matrix kernels (the constant `BLOCK_N` of
-/// `attention_coop.wgsl`, mirrored for the docs and the memory figure): the two-stage
-/// pipeline keeps K, V, S and P of different tiles in workgroup memory at once, which fits at
-/// 32-key tiles (32 KiB at D = 128) and not at 64 (over 48 KiB).
+/// Keys per tile of the cooperative-matrix kernels (`BLOCK_N` in `attention_coop.wgsl`).
 #[doc(hidden)]
-pub const COOP_BLOCK_N: u32 = 32;
+pub const COOP_BLOCK_N: u32 = 64;
+// The matrix steps of `attention_coop.wgsl` index workgroup memory for 64-key tiles only, and
+// run without wgpu's runtime checks (`Family::trusted`).
+const _: () = assert!(COOP_BLOCK_N == 64);
 
-/// Pipeline constants of the cooperative-matrix kernels for head dim `d`: HEAD_DIM = d, 64 or
-/// 128 (`HEAD_DIMS`), so strides, loop bounds and how many Q fragments and O accumulators
-/// each subgroup holds are compile-time constants of the driver's code. (The tile sizes are
-/// WGSL constants: the matrix steps index workgroup memory for them only.)
+/// Pipeline constants of the cooperative-matrix kernels for head dim `d`: the tile sizes
+/// become compile-time constants of the driver's code (strides, loop bounds, how many O
+/// accumulators each subgroup holds).
+/// - BLOCK_N = 64 keys per tile: each K/V tile staged in workgroup memory feeds 64 rows, the
+///   per-tile overhead (4 barriers, the software pipeline's hand-offs) is paid once per 64
+///   keys, and the matrix steps give each of the 8 subgroups 16 of the keys in S; the scores
+///   (64 x 68 f32) are what bounds it at 48 KiB of workgroup memory. (The rest of the kernel
+///   also runs at 32: `tests/wgpu_coop_emulated.rs` swaps the matrix steps for scalar code
+///   and runs it there, on lavapipe's 32 KiB.)
+/// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
 #[doc(hidden)]
 pub fn coop_constants(d: usize) -> &'static [(&'static str, u32)] {
-    const D64: &[(&str, u32)] = &[("HEAD_DIM", 64)];
-    const D128: &[(&str, u32)] = &[("HEAD_DIM", 128)];
+    const D64: &[(&str, u32)] = &[("HEAD_DIM", 64), ("BLOCK_N", COOP_BLOCK_N)];
+    const D128: &[(&str, u32)] = &[("HEAD_DIM", 128), ("BLOCK_N", COOP_BLOCK_N)];
     if d <= 64 {
         D64
     } else {
