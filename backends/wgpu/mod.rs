@@ -3,9 +3,13 @@
 //! Kernels (one `shaders/*.wgsl` file per family, entry points `{stem}_{dtype}`):
 //! - `vertical_slash_estimate`: last-64-query softmax on 64-key score tiles (stats, combine),
 //!   column and diagonal sums (sums, slash), forced entries;
-//! - `block_sparse_index`: mean pooling and block scores;
-//! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller index);
-//! - `vertical_slash_index`: the -1 padding (fill), then the conversion of the selections to
+//! - `block_sparse_index`: mean pooling (coalesced rows, k pooled once per kv head) and the
+//!   block scores as a causal tiled matmul (64 x 64 output tiles, lower triangle only);
+//! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller
+//!   index); lists of at most [`TOP_K_SHORT_LEN`] keys (every block-sparse row block) take
+//!   `top_k_select_short`, which reads its list into workgroup memory once;
+//! - `vertical_slash_index`: the -1 padding (fill, of the selections too, before the
+//!   selection), then the conversion of the selections to
 //!   `block_count`/`block_offset`/`column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
 //!   with an f32 online softmax, in one family per [`Variant`]:
@@ -56,6 +60,16 @@ const KIND_VERTICAL_SLASH: u32 = 1;
 const KIND_BLOCK_SPARSE: u32 = 2;
 /// Workgroups per grid row of `top_k_select` (its lists are laid out on a 2D grid).
 const TOP_K_GRID_X: usize = 65535;
+/// Longest list `top_k_select_short` takes (`SHORT_LEN` in `top_k_select.wgsl`): its keys,
+/// 8 KiB, are staged in workgroup memory. Dispatches whose lists are all this short use it.
+const TOP_K_SHORT_LEN: usize = 2048;
+/// Output tile edge of `block_sparse_index_scores` (`SCORE_TILE` in WGSL).
+const BLOCK_SPARSE_SCORE_TILE: usize = 64;
+/// Channels `block_sparse_index_scores` stages per step (`SCORE_K`): every head dim is a
+/// multiple of it.
+const BLOCK_SPARSE_SCORE_K: usize = 32;
+const _: () = assert!(HEAD_DIMS[0] % BLOCK_SPARSE_SCORE_K == 0);
+const _: () = assert!(HEAD_DIMS[1] % BLOCK_SPARSE_SCORE_K == 0);
 
 use Slot::{Read, ReadWrite, Uniform};
 
@@ -197,7 +211,7 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     stem: "vertical_slash_index",
     source: include_str!("../../shaders/vertical_slash_index.wgsl"),
     slots: &[
-        Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
     ],
     trusted: false,
 };
@@ -630,9 +644,13 @@ impl WgpuBackend {
     /// - `vertical_slash_index`: the walk, one offset (<= ns) or one column step (<= nv,
     ///   plus one per closed range: <= nnz_s) per iteration; the staging of the offsets
     ///   (ns / 32) and of the columns (nv / 32); two binary searches; the block-sparse
-    ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop;
+    ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop (over the
+    ///   selections too);
     /// - `top_k_select`: 4 radix passes of len / 1024 steps plus a 256-bin scan, the
     ///   compaction's len / 2048 steps of 8 + 8 keys plus a scan, the padding (width / 256);
+    ///   `top_k_select_short` (len <= 2048): the staging (len / 64), 4 passes of len / 64
+    ///   keys and 4 bins plus a 64-entry scan, one compaction step of 2 x len / 64 keys,
+    ///   the padding (width / 64): at most a few hundred;
     /// - `vertical_slash_estimate`: fixed per tile, but the combine folds cdiv(N, 64) / 64
     ///   tiles per invocation.
     ///
@@ -644,7 +662,9 @@ impl WgpuBackend {
         }
         let (n, ns, nv) = (meta.shape.seq_len, meta.ns, meta.nv);
         let scan = 8 + 2;
+        let (nv_len, ns_len, bi_len) = selection_lens(meta);
         let fill = (meta.heads_total() * meta.rows * meta.nnz_s.max(meta.nnz_v))
+            .max(nv_len + ns_len + bi_len)
             / (CONVERT_FILL_GROUPS as usize * 256)
             + 2;
         let convert = ns + ns / 32 + nv + nv / 32 + meta.nnz_s + meta.top_k + 128;
@@ -922,17 +942,41 @@ impl WgpuBackend {
             })
             .collect();
         let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
-        // Selections start as -1: top_k_select rewrites whole rows of the heads it serves.
-        let selections = ctx.storage_with(
-            "selections",
-            Self::i32_bytes(&vec![-1i32; nv_len + ns_len + bi_len]),
-        )?;
+        let selections = ctx.storage("selections", ((nv_len + ns_len + bi_len) * 4) as u64)?;
         let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
         let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
         let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
         let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
+        let params = VerticalSlashIndexParams {
+            q_heads: u32_of("q_heads", shape.q_heads)?,
+            rows: u32_of("rows", r)?,
+            nv: u32_of("nv", meta.nv)?,
+            ns: u32_of("ns", meta.ns)?,
+            top_k: u32_of("top_k", meta.top_k)?,
+            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
+            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
+            slash_at: u32_of("slash_index", slash_at)?,
+            block_at: u32_of("block_index", block_at)?,
+            heads: heads_u32,
+            _pad: [0; 2],
+        };
+        u32_of("selections", nv_len + ns_len + bi_len)?;
+        let params = ctx.uniform("vertical_slash_index", &params);
+        let index_bufs = [
+            &params,
+            &head_kind,
+            &selections,
+            &block_count,
+            &block_offset,
+            &column_count,
+            &column_index,
+        ];
 
+        // Padding: every selection, block_offset and column_index entry -1 (top_k_select
+        // rewrites the selection rows of the heads it serves, the conversion the index rows).
         let mut stages = Stages::new(ctx, times)?;
+        let fill = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index_fill")?;
+        stages.dispatch(&fill, &index_bufs, [CONVERT_FILL_GROUPS, 3, 1])?;
         let f16 = qt.f16;
         let any_vs = patterns
             .iter()
@@ -1012,6 +1056,8 @@ impl WgpuBackend {
         };
 
         // Block-sparse: pool, score, then per row block select top_k - 1 and append the diagonal.
+        // Scores are packed lower triangles: head bh's row block m at bh R(R-1)/2 + m(m-1)/2.
+        let triangle = |m: usize| m * m.saturating_sub(1) / 2;
         let mut bs_lists = Vec::new();
         let bs_scores = if any_bs {
             let params = BlockSparseIndexParams {
@@ -1024,8 +1070,13 @@ impl WgpuBackend {
                 _pad: [0; 2],
             };
             let params = ctx.uniform("block_sparse_index", &params);
-            let pooled = ctx.storage("pooled", (2 * bh_total * r * d * 4) as u64)?;
-            let scores = ctx.storage("block_scores", (bh_total * r * r * 4) as u64)?;
+            // Pooled q heads, then pooled kv heads: [B * Hq + B * Hkv, R, D].
+            let pooled_heads = bh_total + shape.batch * shape.kv_heads;
+            let pooled = ctx.storage("pooled", (pooled_heads * r * d * 4) as u64)?;
+            // [B, Hq, R (R - 1) / 2]
+            let scores_len = bh_total * triangle(r);
+            u32_of("block_scores", scores_len)?;
+            let scores = ctx.storage("block_scores", (scores_len * 4) as u64)?;
             let bufs = [
                 &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
             ];
@@ -1034,15 +1085,16 @@ impl WgpuBackend {
                 Self::entry("block_sparse_index_pool", f16),
             )?;
             let r_u32 = u32_of("rows", r)?;
-            stages.dispatch(&pool, &bufs, [r_u32, heads_u32, 1])?;
+            let pooled_u32 = u32_of("pooled heads", pooled_heads)?;
+            stages.dispatch(&pool, &bufs, [r_u32, pooled_u32, 1])?;
             let sc = ctx.kernel(&BLOCK_SPARSE_INDEX, "block_sparse_index_scores")?;
-            let g = u32_of("rows", r.div_ceil(8))?;
-            stages.dispatch(&sc, &bufs, [g, g, heads_u32])?;
+            let tiles = u32_of("rows", r.div_ceil(BLOCK_SPARSE_SCORE_TILE))?;
+            stages.dispatch(&sc, &bufs, [tiles, tiles, heads_u32])?;
             for bh in 0..bh_total {
                 if let Pattern::BlockSparse { top_k } = patterns[bh % shape.q_heads] {
                     for m in 0..r {
                         bs_lists.push(TopKList {
-                            scores_at: u32_of("block_scores", (bh * r + m) * r)?,
+                            scores_at: u32_of("block_scores", bh * triangle(r) + triangle(m))?,
                             len: u32_of("rows", m)?,
                             k: u32_of("top_k", top_k.saturating_sub(1).min(m))?,
                             out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
@@ -1058,12 +1110,19 @@ impl WgpuBackend {
             None
         };
 
-        let top_k = ctx.kernel(&TOP_K_SELECT, "top_k_select")?;
         for (lists, scores) in [(&vs_lists, &vs_scores), (&bs_lists, &bs_scores)] {
             let Some(scores) = scores else { continue };
             if lists.is_empty() {
                 continue;
             }
+            // Lists that fit workgroup memory (all of them) take the staged kernel.
+            let longest = lists.iter().map(|l| l.len as usize).max().unwrap_or(0);
+            let entry = if longest <= TOP_K_SHORT_LEN {
+                "top_k_select_short"
+            } else {
+                "top_k_select"
+            };
+            let top_k = ctx.kernel(&TOP_K_SELECT, entry)?;
             let params = TopKSelectParams {
                 list_count: u32_of("lists", lists.len())?,
                 grid_x: TOP_K_GRID_X as u32,
@@ -1080,31 +1139,6 @@ impl WgpuBackend {
         }
 
         // Conversion to the kernel index, every (batch, head, row block).
-        let params = VerticalSlashIndexParams {
-            q_heads: u32_of("q_heads", shape.q_heads)?,
-            rows: u32_of("rows", r)?,
-            nv: u32_of("nv", meta.nv)?,
-            ns: u32_of("ns", meta.ns)?,
-            top_k: u32_of("top_k", meta.top_k)?,
-            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
-            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
-            slash_at: u32_of("slash_index", slash_at)?,
-            block_at: u32_of("block_index", block_at)?,
-            heads: heads_u32,
-            _pad: [0; 2],
-        };
-        let params = ctx.uniform("vertical_slash_index", &params);
-        let index_bufs = [
-            &params,
-            &head_kind,
-            &selections,
-            &block_count,
-            &block_offset,
-            &column_count,
-            &column_index,
-        ];
-        let fill = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index_fill")?;
-        stages.dispatch(&fill, &index_bufs, [CONVERT_FILL_GROUPS, 2, 1])?;
         let convert = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index")?;
         stages.dispatch(
             &convert,
