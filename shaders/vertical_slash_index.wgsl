@@ -2,11 +2,9 @@
 // vertical-slash rows exactly as src/index.rs `convert_vertical_slash_row` (MInference's
 // `convert_vertical_slash_indexes`), block-sparse rows as `block_index * 64`, other heads
 // empty (count 0, all -1).
-// Two entry points:
-// - `vertical_slash_index_fill`: grid (FILL_GROUPS, 3), dispatched before top_k_select:
-//   every entry of block_offset (y = 0), column_index (y = 1) and selections (y = 2) to -1
-//   (the padding; top_k_select then rewrites the selection rows of the heads it serves),
-//   coalesced;
+// Two entry points, dispatched in order:
+// - `vertical_slash_index_fill`: grid (FILL_GROUPS, 2): every entry of block_offset (y = 0)
+//   and column_index (y = 1) to -1 (the padding), coalesced;
 // - `vertical_slash_index`: grid (cdiv(R, ROWS), B * Hq), ROWS = 32 row blocks (invocations)
 //   per workgroup: the counts and the valid entries.
 //
@@ -39,7 +37,7 @@ struct VerticalSlashIndexParams {
 
 @group(0) @binding(0) var<uniform> params: VerticalSlashIndexParams;
 @group(0) @binding(1) var<storage, read> head_kind: array<u32>;          // [Hq]: 1 vertical-slash, 2 block-sparse
-@group(0) @binding(2) var<storage, read_write> selections: array<i32>;   // [B,Hq,nv] ++ [B,Hq,ns] ++ [B,Hq,R,top_k]
+@group(0) @binding(2) var<storage, read> selections: array<i32>;         // [B,Hq,nv] ++ [B,Hq,ns] ++ [B,Hq,R,top_k]
 @group(0) @binding(3) var<storage, read_write> block_count: array<i32>;  // [B, Hq, R]
 @group(0) @binding(4) var<storage, read_write> block_offset: array<i32>; // [B, Hq, R, NNZ_S]
 @group(0) @binding(5) var<storage, read_write> column_count: array<i32>; // [B, Hq, R]
@@ -296,14 +294,9 @@ fn vertical_slash_index_fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
         for (var i = first; i < rows * params.nnz_s; i += stride) {
             block_offset[i] = -1;
         }
-    } else if wid.y == 1u {
+    } else {
         for (var i = first; i < rows * params.nnz_v; i += stride) {
             column_index[i] = -1;
-        }
-    } else {
-        let count = params.heads * (params.nv + params.ns) + rows * params.top_k;
-        for (var i = first; i < count; i += stride) {
-            selections[i] = -1;
         }
     }
 }

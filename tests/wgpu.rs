@@ -361,10 +361,28 @@ fn block_sparse_index_matches_the_reference() {
         let what = format!("{shape:?} {dtype} {patterns:?}");
         check_index_against_reference(&shape, &q, &k, &v, &patterns, &got)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        // Every block-sparse row block has min(top_k, m + 1) blocks, the diagonal last.
+        // Every block-sparse row block has min(top_k, m + 1) blocks, the diagonal last;
+        // heads of another kind have all -1 rows (written on the GPU, never uploaded).
         let m = &got.meta;
         for bh in 0..bsz * hq {
+            let rows_of = |sel: &[i32], width: usize| sel[bh * width..(bh + 1) * width].to_vec();
+            if !matches!(patterns[bh % hq], Pattern::VerticalSlash { .. }) {
+                for (name, row) in [
+                    ("vertical_index", rows_of(&got.vertical_index, m.nv)),
+                    ("slash_index", rows_of(&got.slash_index, m.ns)),
+                ] {
+                    assert!(
+                        row.iter().all(|&x| x == -1),
+                        "{what}: bh {bh} {name} {row:?}"
+                    );
+                }
+            }
             let Pattern::BlockSparse { top_k } = patterns[bh % hq] else {
+                let row = rows_of(&got.block_index, m.rows * m.top_k);
+                assert!(
+                    row.iter().all(|&x| x == -1),
+                    "{what}: bh {bh} block_index {row:?}"
+                );
                 continue;
             };
             for row in 0..m.rows {

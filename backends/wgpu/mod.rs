@@ -8,8 +8,7 @@
 //! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller
 //!   index); lists of at most [`TOP_K_SHORT_LEN`] keys (every block-sparse row block) take
 //!   `top_k_select_short`, which reads its list into workgroup memory once;
-//! - `vertical_slash_index`: the -1 padding (fill, of the selections too, before the
-//!   selection), then the conversion of the selections to
+//! - `vertical_slash_index`: the -1 padding (fill), then the conversion of the selections to
 //!   `block_count`/`block_offset`/`column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
 //!   with an f32 online softmax, in one family per [`Variant`]:
@@ -211,7 +210,7 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     stem: "vertical_slash_index",
     source: include_str!("../../shaders/vertical_slash_index.wgsl"),
     slots: &[
-        Uniform, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
     ],
     trusted: false,
 };
@@ -644,8 +643,7 @@ impl WgpuBackend {
     /// - `vertical_slash_index`: the walk, one offset (<= ns) or one column step (<= nv,
     ///   plus one per closed range: <= nnz_s) per iteration; the staging of the offsets
     ///   (ns / 32) and of the columns (nv / 32); two binary searches; the block-sparse
-    ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop (over the
-    ///   selections too);
+    ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop;
     /// - `top_k_select`: 4 radix passes of len / 1024 steps plus a 256-bin scan, the
     ///   compaction's len / 2048 steps of 8 + 8 keys plus a scan, the padding (width / 256);
     ///   `top_k_select_short` (len <= 2048): the staging (len / 64), 4 passes of len / 64
@@ -662,9 +660,7 @@ impl WgpuBackend {
         }
         let (n, ns, nv) = (meta.shape.seq_len, meta.ns, meta.nv);
         let scan = 8 + 2;
-        let (nv_len, ns_len, bi_len) = selection_lens(meta);
         let fill = (meta.heads_total() * meta.rows * meta.nnz_s.max(meta.nnz_v))
-            .max(nv_len + ns_len + bi_len)
             / (CONVERT_FILL_GROUPS as usize * 256)
             + 2;
         let convert = ns + ns / 32 + nv + nv / 32 + meta.nnz_s + meta.top_k + 128;
@@ -942,41 +938,18 @@ impl WgpuBackend {
             })
             .collect();
         let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
+        // Not uploaded: top_k_select writes every row of every array it has (a head of
+        // another kind gets an empty list there, so its row is all -1).
         let selections = ctx.storage("selections", ((nv_len + ns_len + bi_len) * 4) as u64)?;
         let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
         let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
         let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
         let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
-        let params = VerticalSlashIndexParams {
-            q_heads: u32_of("q_heads", shape.q_heads)?,
-            rows: u32_of("rows", r)?,
-            nv: u32_of("nv", meta.nv)?,
-            ns: u32_of("ns", meta.ns)?,
-            top_k: u32_of("top_k", meta.top_k)?,
-            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
-            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
-            slash_at: u32_of("slash_index", slash_at)?,
-            block_at: u32_of("block_index", block_at)?,
-            heads: heads_u32,
-            _pad: [0; 2],
-        };
-        u32_of("selections", nv_len + ns_len + bi_len)?;
-        let params = ctx.uniform("vertical_slash_index", &params);
-        let index_bufs = [
-            &params,
-            &head_kind,
-            &selections,
-            &block_count,
-            &block_offset,
-            &column_count,
-            &column_index,
-        ];
 
-        // Padding: every selection, block_offset and column_index entry -1 (top_k_select
-        // rewrites the selection rows of the heads it serves, the conversion the index rows).
+        // The block-sparse intermediates and the list tables are scratch, reused by later
+        // calls: this call owns them until its last dispatch is submitted.
+        let mut scratch = ctx.scratch();
         let mut stages = Stages::new(ctx, times)?;
-        let fill = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index_fill")?;
-        stages.dispatch(&fill, &index_bufs, [CONVERT_FILL_GROUPS, 3, 1])?;
         let f16 = qt.f16;
         let any_vs = patterns
             .iter()
@@ -1027,28 +1000,33 @@ impl WgpuBackend {
             let slash = ctx.kernel(family, "vertical_slash_estimate_slash")?;
             let grid_x = u32_of("seq_len", n.div_ceil(VERTICAL_SLASH_SLASH_THREADS))?;
             stages.dispatch(&slash, &bufs, [grid_x, heads_u32, 1])?;
+            // Every head's rows: a head of another kind selects nothing (all -1).
             for bh in 0..bh_total {
-                if let Pattern::VerticalSlash { vertical, slash } = patterns[bh % shape.q_heads] {
-                    let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
-                    vs_lists.push(TopKList {
-                        scores_at: u32_of("scores", bh * n)?,
-                        len: u32_of("seq_len", n)?,
-                        k: u32_of("vertical", nv)?,
-                        out_at: u32_of("vertical_index", bh * meta.nv)?,
-                        width: u32_of("nv", meta.nv)?,
-                        append: -1,
-                        _pad: [0; 2],
-                    });
-                    vs_lists.push(TopKList {
-                        scores_at: u32_of("scores", (bh_total + bh) * n)?,
-                        len: u32_of("seq_len", n)?,
-                        k: u32_of("slash", ns)?,
-                        out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
-                        width: u32_of("ns", meta.ns)?,
-                        append: -1,
-                        _pad: [0; 2],
-                    });
-                }
+                let (len, nv, ns) = match patterns[bh % shape.q_heads] {
+                    Pattern::VerticalSlash { vertical, slash } => {
+                        let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
+                        (n, nv, ns)
+                    }
+                    _ => (0, 0, 0),
+                };
+                vs_lists.push(TopKList {
+                    scores_at: u32_of("scores", bh * n)?,
+                    len: u32_of("seq_len", len)?,
+                    k: u32_of("vertical", nv)?,
+                    out_at: u32_of("vertical_index", bh * meta.nv)?,
+                    width: u32_of("nv", meta.nv)?,
+                    append: -1,
+                    _pad: [0; 2],
+                });
+                vs_lists.push(TopKList {
+                    scores_at: u32_of("scores", (bh_total + bh) * n)?,
+                    len: u32_of("seq_len", len)?,
+                    k: u32_of("slash", ns)?,
+                    out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
+                    width: u32_of("ns", meta.ns)?,
+                    append: -1,
+                    _pad: [0; 2],
+                });
             }
             Some(scores)
         } else {
@@ -1072,11 +1050,11 @@ impl WgpuBackend {
             let params = ctx.uniform("block_sparse_index", &params);
             // Pooled q heads, then pooled kv heads: [B * Hq + B * Hkv, R, D].
             let pooled_heads = bh_total + shape.batch * shape.kv_heads;
-            let pooled = ctx.storage("pooled", (pooled_heads * r * d * 4) as u64)?;
+            let pooled = scratch.storage("pooled", (pooled_heads * r * d * 4) as u64)?;
             // [B, Hq, R (R - 1) / 2]
             let scores_len = bh_total * triangle(r);
             u32_of("block_scores", scores_len)?;
-            let scores = ctx.storage("block_scores", (scores_len * 4) as u64)?;
+            let scores = scratch.storage("block_scores", (scores_len * 4) as u64)?;
             let bufs = [
                 &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
             ];
@@ -1090,19 +1068,26 @@ impl WgpuBackend {
             let sc = ctx.kernel(&BLOCK_SPARSE_INDEX, "block_sparse_index_scores")?;
             let tiles = u32_of("rows", r.div_ceil(BLOCK_SPARSE_SCORE_TILE))?;
             stages.dispatch(&sc, &bufs, [tiles, tiles, heads_u32])?;
+            // Every head's rows: a head of another kind selects nothing (all -1).
             for bh in 0..bh_total {
-                if let Pattern::BlockSparse { top_k } = patterns[bh % shape.q_heads] {
-                    for m in 0..r {
-                        bs_lists.push(TopKList {
-                            scores_at: u32_of("block_scores", bh * triangle(r) + triangle(m))?,
-                            len: u32_of("rows", m)?,
-                            k: u32_of("top_k", top_k.saturating_sub(1).min(m))?,
-                            out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
-                            width: u32_of("top_k", meta.top_k)?,
-                            append: m as i32,
-                            _pad: [0; 2],
-                        });
-                    }
+                let top_k = match patterns[bh % shape.q_heads] {
+                    Pattern::BlockSparse { top_k } => Some(top_k),
+                    _ => None,
+                };
+                for m in 0..r {
+                    let (len, k, append) = match top_k {
+                        Some(top_k) => (m, top_k.saturating_sub(1).min(m), m as i32),
+                        None => (0, 0, -1),
+                    };
+                    bs_lists.push(TopKList {
+                        scores_at: u32_of("block_scores", bh * triangle(r) + triangle(m))?,
+                        len: u32_of("rows", len)?,
+                        k: u32_of("top_k", k)?,
+                        out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
+                        width: u32_of("top_k", meta.top_k)?,
+                        append,
+                        _pad: [0; 2],
+                    });
                 }
             }
             Some(scores)
@@ -1110,7 +1095,10 @@ impl WgpuBackend {
             None
         };
 
-        for (lists, scores) in [(&vs_lists, &vs_scores), (&bs_lists, &bs_scores)] {
+        for (lists, scores, label) in [
+            (&vs_lists, &vs_scores, "top_k_lists (vertical-slash)"),
+            (&bs_lists, &bs_scores, "top_k_lists (block-sparse)"),
+        ] {
             let Some(scores) = scores else { continue };
             if lists.is_empty() {
                 continue;
@@ -1129,7 +1117,9 @@ impl WgpuBackend {
                 _pad: [0; 2],
             };
             let params = ctx.uniform("top_k_select", &params);
-            let list_buf = ctx.storage_with("top_k_lists", bytemuck::cast_slice(lists))?;
+            let list_bytes: &[u8] = bytemuck::cast_slice(lists);
+            let list_buf = scratch.storage(label, list_bytes.len() as u64)?;
+            ctx.queue.write_buffer(&list_buf, 0, list_bytes);
             let grid = [
                 u32_of("lists", lists.len().min(TOP_K_GRID_X))?,
                 u32_of("lists", lists.len().div_ceil(TOP_K_GRID_X))?,
@@ -1139,6 +1129,31 @@ impl WgpuBackend {
         }
 
         // Conversion to the kernel index, every (batch, head, row block).
+        let params = VerticalSlashIndexParams {
+            q_heads: u32_of("q_heads", shape.q_heads)?,
+            rows: u32_of("rows", r)?,
+            nv: u32_of("nv", meta.nv)?,
+            ns: u32_of("ns", meta.ns)?,
+            top_k: u32_of("top_k", meta.top_k)?,
+            nnz_s: u32_of("nnz_s", meta.nnz_s)?,
+            nnz_v: u32_of("nnz_v", meta.nnz_v)?,
+            slash_at: u32_of("slash_index", slash_at)?,
+            block_at: u32_of("block_index", block_at)?,
+            heads: heads_u32,
+            _pad: [0; 2],
+        };
+        let params = ctx.uniform("vertical_slash_index", &params);
+        let index_bufs = [
+            &params,
+            &head_kind,
+            &selections,
+            &block_count,
+            &block_offset,
+            &column_count,
+            &column_index,
+        ];
+        let fill = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index_fill")?;
+        stages.dispatch(&fill, &index_bufs, [CONVERT_FILL_GROUPS, 2, 1])?;
         let convert = ctx.kernel(&VERTICAL_SLASH_INDEX, "vertical_slash_index")?;
         stages.dispatch(
             &convert,
@@ -1146,6 +1161,7 @@ impl WgpuBackend {
             [u32_of("rows", r.div_ceil(CONVERT_ROWS))?, heads_u32, 1],
         )?;
         stages.finish()?;
+        drop(scratch); // every dispatch on it is submitted
         Ok(DeviceIndex::new(
             NAME,
             meta,
