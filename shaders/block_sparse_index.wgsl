@@ -8,7 +8,8 @@
 // - `block_sparse_index_scores`: grid (cdiv(R, SCORE_TILE), cdiv(R, SCORE_TILE), B * Hq),
 //   SCORE_THREADS invocations: the causal f32 matmul `q_pool[m] . k_pool[c]` for c < m in
 //   SCORE_TILE x SCORE_TILE output tiles (tiles wholly above the diagonal exit); pooled
-//   rows staged through workgroup memory SCORE_K channels at a time, 4 x 4 outputs per
+//   rows staged through workgroup memory SCORE_K channels at a time (channel-major, so
+//   each invocation reads its 4 rows and its 4 columns as two vec4s), 4 x 4 outputs per
 //   invocation. Each output is one sequential sum over the channels in channel order, as
 //   the one-output-per-invocation kernel it replaces computed it. The top_k_select kernel
 //   then picks per row block.
@@ -36,13 +37,16 @@ const KIND_BLOCK_SPARSE: u32 = 2u;
 const POOL_THREADS: u32 = 64u;
 /// Output tile edge of the scores (rows m and columns c).
 const SCORE_TILE: u32 = 64u;
-/// Channels staged per step (the head dim is a multiple of it: 64 or 128).
-const SCORE_K: u32 = 32u;
+/// Channels staged per step (the head dim is a multiple of it: 64 or 128). 16 keeps the
+/// two staging arrays at 8.5 KiB, under WebGPU's 16 KiB default workgroup memory.
+const SCORE_K: u32 = 16u;
 /// Invocations per scores workgroup: a 16 x 16 grid of 4 x 4 output micro-tiles.
 const SCORE_THREADS: u32 = 256u;
 /// vec4s of one staged channel: SCORE_TILE rows, 4 per vec4, plus one of padding (the
 /// transposing stores then spread over 8 banks).
 const STAGE_STRIDE4: u32 = SCORE_TILE / 4u + 1u;
+/// Rows one staging pass covers: SCORE_THREADS invocations, SCORE_K channels each row.
+const STAGE_ROWS: u32 = SCORE_THREADS / SCORE_K;
 
 // Channel-major: element [channel][row] at vec4 channel * STAGE_STRIDE4 + row / 4.
 var<workgroup> q_stage: array<vec4<f32>, SCORE_K * STAGE_STRIDE4>; // [SCORE_K, STAGE_STRIDE4]
@@ -150,13 +154,13 @@ fn block_sparse_index_pool_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(l
 
 /// Stage channels [k0, k0 + SCORE_K) of the tile's pooled q rows m0.. and k rows c0..
 /// (rows past R as 0): invocation `lid` loads channel k0 + lid % SCORE_K of rows
-/// lid / SCORE_K + 8 i, so each 32 invocations read 128 contiguous bytes.
+/// lid / SCORE_K + STAGE_ROWS i, so each SCORE_K invocations read 64 contiguous bytes.
 fn load_chunk(q_at: u32, k_at: u32, m0: u32, c0: u32, k0: u32, lid: u32) {
     let r = params.rows;
     let d = params.head_dim;
     let kk = lid % SCORE_K;
-    for (var i = 0u; i < SCORE_TILE / 8u; i++) {
-        let row = lid / SCORE_K + 8u * i;
+    for (var i = 0u; i < SCORE_TILE / STAGE_ROWS; i++) {
+        let row = lid / SCORE_K + STAGE_ROWS * i;
         var qv = 0.0;
         var kv = 0.0;
         if m0 + row < r {

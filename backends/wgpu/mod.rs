@@ -66,7 +66,7 @@ const TOP_K_SHORT_LEN: usize = 2048;
 const BLOCK_SPARSE_SCORE_TILE: usize = 64;
 /// Channels `block_sparse_index_scores` stages per step (`SCORE_K`): every head dim is a
 /// multiple of it.
-const BLOCK_SPARSE_SCORE_K: usize = 32;
+const BLOCK_SPARSE_SCORE_K: usize = 16;
 const _: () = assert!(HEAD_DIMS[0] % BLOCK_SPARSE_SCORE_K == 0);
 const _: () = assert!(HEAD_DIMS[1] % BLOCK_SPARSE_SCORE_K == 0);
 
@@ -1410,6 +1410,45 @@ const _: () = assert!(COOP_WORKGROUP_BYTES <= 48 * 1024);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index constants the host relies on are the WGSL's own: the staged top-k's longest
+    /// list, the scores' tile (its grid) and channel step (a divisor of every head dim).
+    #[test]
+    fn index_constants_match_the_wgsl() {
+        let top_k = include_str!("../../shaders/top_k_select.wgsl");
+        assert!(top_k.contains("const SHORT_WG: u32 = 64u;"));
+        assert!(top_k.contains("const SHORT_ITEMS: u32 = 32u;"));
+        assert_eq!(TOP_K_SHORT_LEN, 64 * 32);
+        assert!(top_k.contains("@compute @workgroup_size(SHORT_WG)\nfn top_k_select_short("));
+        let bs = include_str!("../../shaders/block_sparse_index.wgsl");
+        assert!(bs.contains(&format!(
+            "const SCORE_TILE: u32 = {BLOCK_SPARSE_SCORE_TILE}u;"
+        )));
+        assert!(bs.contains(&format!("const SCORE_K: u32 = {BLOCK_SPARSE_SCORE_K}u;")));
+    }
+
+    /// The index families need no more workgroup memory than WebGPU's default limit
+    /// (16 KiB), so they run on every adapter without a check (all entry points together).
+    #[test]
+    fn index_families_fit_the_default_workgroup_memory() {
+        for family in [
+            &VERTICAL_SLASH_ESTIMATE,
+            &BLOCK_SPARSE_INDEX,
+            &TOP_K_SELECT,
+            &VERTICAL_SLASH_INDEX,
+        ] {
+            let m = naga::front::wgsl::parse_str(family.source)
+                .unwrap_or_else(|e| panic!("{}: {}", family.stem, e.emit_to_string(family.source)));
+            let bytes: u32 = m
+                .global_variables
+                .iter()
+                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx()))
+                .sum();
+            let default = wgpu::Limits::default().max_compute_workgroup_storage_size;
+            assert!(bytes <= default, "{}: {bytes} bytes", family.stem);
+        }
+    }
 
     /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
     #[test]
