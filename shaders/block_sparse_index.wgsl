@@ -4,7 +4,7 @@
 //   head, when one of its query heads is block-sparse): the mean of each 64-row block
 //   (a partial last block averages its valid rows). Each invocation owns u32 words of the
 //   rows (one f32 element or two f16 ones; the workgroup reads a row coalesced) and sums
-//   its columns over the rows in row order, POOL_UNROLL loads in flight.
+//   its columns over the rows in row order, 8 row loads in flight.
 // - `block_sparse_index_scores`: grid (cdiv(R, SCORE_TILE), cdiv(R, SCORE_TILE), B * Hq),
 //   SCORE_THREADS invocations: the causal f32 matmul `q_pool[m] . k_pool[c]` for c < m in
 //   SCORE_TILE x SCORE_TILE output tiles (tiles wholly above the diagonal exit); pooled
@@ -71,7 +71,7 @@ fn add_word(sum: vec2<f32>, word: u32) -> vec2<f32> {
 }
 
 /// Column sums of rows [lo, hi) of the word at `at` in row 0 (rows `stride` words apart),
-/// added in row order; the loads of POOL_UNROLL = 8 rows are issued before their adds.
+/// added in row order; the loads of 8 rows are issued before their adds.
 fn sum_rows(is_k: bool, at: u32, stride: u32, lo: u32, hi: u32) -> vec2<f32> {
     var sum = vec2<f32>(0.0);
     var i = lo;
@@ -181,6 +181,20 @@ fn triangle_at(m: u32) -> u32 {
     return m * (m - 1u) / 2u;
 }
 
+/// Add channels [k0, k0 + SCORE_K) of the staged chunk to this invocation's 4 x 4 outputs
+/// (rows 4 ty + i in acc[i], columns 4 tx + j in component j), channel by channel: each
+/// output's sum stays in channel order.
+fn accumulate_chunk(acc: ptr<function, array<vec4<f32>, 4>>, tx: u32, ty: u32) {
+    for (var t = 0u; t < SCORE_K; t++) {
+        let a = q_stage[t * STAGE_STRIDE4 + ty];
+        let kc = k_stage[t * STAGE_STRIDE4 + tx];
+        (*acc)[0] += a.x * kc;
+        (*acc)[1] += a.y * kc;
+        (*acc)[2] += a.z * kc;
+        (*acc)[3] += a.w * kc;
+    }
+}
+
 /// Store scores (m, c .. c + 3) of `v`, those with c < m (m < R).
 fn store_scores(head_at: u32, m: u32, c: u32, v: vec4<f32>) {
     if m >= params.rows {
@@ -212,29 +226,18 @@ fn block_sparse_index_scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(loc
     // This invocation's outputs: rows m0 + 4 ty + i, columns c0 + 4 tx + j.
     let tx = lid % 16u;
     let ty = lid / 16u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc = array<vec4<f32>, 4>();
     for (var k0 = 0u; k0 < d; k0 += SCORE_K) {
         workgroupBarrier(); // the previous chunk is consumed
         load_chunk(q_at, k_at, m0, c0, k0, lid);
         workgroupBarrier();
-        // Rank-1 updates, channel by channel (each output's sum stays in channel order).
-        for (var t = 0u; t < SCORE_K; t++) {
-            let a = q_stage[t * STAGE_STRIDE4 + ty];
-            let kc = k_stage[t * STAGE_STRIDE4 + tx];
-            acc0 += a.x * kc;
-            acc1 += a.y * kc;
-            acc2 += a.z * kc;
-            acc3 += a.w * kc;
-        }
+        accumulate_chunk(&acc, tx, ty);
     }
-    let head_at = bh * (r * (r - 1u) / 2u);
+    let head_at = bh * triangle_at(r);
     let m = m0 + 4u * ty;
     let c = c0 + 4u * tx;
-    store_scores(head_at, m, c, acc0);
-    store_scores(head_at, m + 1u, c, acc1);
-    store_scores(head_at, m + 2u, c, acc2);
-    store_scores(head_at, m + 3u, c, acc3);
+    store_scores(head_at, m, c, acc[0]);
+    store_scores(head_at, m + 1u, c, acc[1]);
+    store_scores(head_at, m + 2u, c, acc[2]);
+    store_scores(head_at, m + 3u, c, acc[3]);
 }

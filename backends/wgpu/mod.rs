@@ -893,8 +893,9 @@ impl WgpuBackend {
     }
 
     /// Run [`Backend::build_index`] with one submission per kernel, each waited for and timed
-    /// on the host: `(kernel, milliseconds)` in dispatch order (`top_k_select` once for the
-    /// vertical-slash lists, once for the block-sparse ones). A stage's time includes the
+    /// on the host: `(kernel, milliseconds)` in dispatch order (`top_k_select` or
+    /// `top_k_select_short` once for the vertical-slash lists, once for the block-sparse
+    /// ones). A stage's time includes the
     /// host work recorded since the previous one (buffer creation, uniform writes) and one
     /// submit-to-completion round trip, so the sum exceeds a plain `build_index`.
     #[doc(hidden)]
