@@ -94,8 +94,9 @@ wgpubench)
     MINFERENCE_WGPU_VARIANT=$v MINFERENCE_BENCH_N=${WGPU_N:-4096,16384,65536} MINFERENCE_BENCH_H=${WGPU_H:-8} timeout 300 \
       $D/wgpu-test --ignored bench_dense_vs_sparse --nocapture 2>&1 | grep -E "wgpu/|device"
   done
-  echo "== wgpu vertical-slash index stages"
-  MINFERENCE_BENCH_N=${WGPU_INDEX_N:-65536} timeout 120 $D/wgpu-test --ignored bench_index_stages --nocapture 2>&1 \
+  echo "== wgpu index stages"
+  MINFERENCE_BENCH_N=${WGPU_INDEX_N:-65536} MINFERENCE_BENCH_H=${WGPU_INDEX_H:-8} timeout 120 \
+    $D/wgpu-test --ignored bench_index_stages --nocapture 2>&1 \
     | grep -vE "^(running|test |$)" ;;
 ncu)
   # Nsight Compute of the dense tensor-core kernel in each tiling named by NCU_KERNELS

@@ -147,7 +147,8 @@ fn buffers_over_the_binding_limit_are_errors() {
 /// (a partial last one), slash budgets far beyond the 100 forced offsets (the diagonal sums
 /// split over two tiles), offset lists longer than one staged chunk of the conversion
 /// (2048), a column list too long to stage (over 1536: read from storage), top-k lists
-/// longer than one compaction pass, GQA, batch 2, mixed kinds. Selections against float64
+/// longer than one compaction pass and lists short enough to be staged (the exact-tie case
+/// at N = 2000), GQA, batch 2, mixed kinds. Selections against float64
 /// with a tolerance 50x tighter than the suite's, and the kernel index exactly the
 /// conversion of its own selections.
 #[test]
@@ -183,6 +184,14 @@ fn index_at_longer_lengths_matches_the_reference() {
             AttnShape::new(1, 1, 1, 4500, 64).unwrap(),
             DType::F32,
             vec![vs(3000, 3000)],
+            "zero q",
+        ),
+        // The same on lists short enough for the staged top-k (up to 2048 keys): one
+        // compaction step of 32 keys per invocation.
+        (
+            AttnShape::new(1, 1, 1, 2000, 64).unwrap(),
+            DType::F32,
+            vec![vs(1500, 1900)],
             "zero q",
         ),
         // Every column and offset: the conversion's longest walks (about 16000 loop
@@ -274,6 +283,141 @@ fn index_at_longer_lengths_matches_the_reference() {
     }
 }
 
+/// The block-sparse index (pooling, tiled scores, staged top-k) at sizes the shared suite
+/// does not reach: R over one 64 x 64 score tile and not a multiple of it, a partial last
+/// row block, batch 2, GQA 2 and 4 (k pooled once per kv head, one kv head serving no
+/// block-sparse head), both head dims and storage dtypes, top_k up to R and beyond, mixed
+/// with vertical-slash heads. Selections against float64 (tie-tolerant), and, where the keys
+/// repeat every 3 blocks (so every row block's scores take 3 values, each many times, with
+/// exact ties in float64 and on the GPU alike), exactly the reference's: the best blocks, ties
+/// to the smaller index.
+#[test]
+fn block_sparse_index_matches_the_reference() {
+    use minference::generate::random_qkv;
+    use minference::vectors::check_index_against_reference;
+    use minference::{AttnShape, DType, HostTensor, Pattern};
+    let b = or_skip!();
+    let bs = |top_k| Pattern::BlockSparse { top_k };
+    let vs = Pattern::VerticalSlash {
+        vertical: 40,
+        slash: 60,
+    };
+    let cases = [
+        // R = 150: three tile rows, the last partial; the last row block has 47 rows.
+        (
+            AttnShape::new(2, 4, 2, 150 * 64 - 17, 64).unwrap(),
+            DType::F16,
+            vec![bs(100), bs(3), Pattern::Dense, bs(40)],
+            false,
+        ),
+        // R = 70 exactly (full last block), GQA 4, D = 128; kv head 0 serves all.
+        (
+            AttnShape::new(1, 4, 1, 70 * 64, 128).unwrap(),
+            DType::F32,
+            vec![bs(100), vs, bs(10), bs(69)],
+            false,
+        ),
+        // Kv head 1 serves no block-sparse head (its pooling is skipped).
+        (
+            AttnShape::new(1, 4, 2, 65 * 64 + 1, 128).unwrap(),
+            DType::F16,
+            vec![bs(20), bs(200), Pattern::Dense, vs],
+            false,
+        ),
+        // Keys repeating every 3 blocks: exact ties across tiles and within lists.
+        (
+            AttnShape::new(1, 2, 1, 130 * 64 + 5, 64).unwrap(),
+            DType::F32,
+            vec![bs(100), bs(40)],
+            true,
+        ),
+    ];
+    for (seed, (shape, dtype, patterns, periodic)) in cases.into_iter().enumerate() {
+        let (bsz, hq, hkv, n, d) = (
+            shape.batch,
+            shape.q_heads,
+            shape.kv_heads,
+            shape.seq_len,
+            shape.head_dim,
+        );
+        let (q, k, v) = random_qkv(bsz, hq, hkv, n, d, dtype, 40 + seed as u64).unwrap();
+        let k = if periodic {
+            // Row i of every kv head takes the values of row i mod (3 * 64).
+            let mut kf = k.to_f32();
+            for head in kf.chunks_mut(n * d) {
+                for i in 3 * 64..n {
+                    let src = i % (3 * 64);
+                    head.copy_within(src * d..(src + 1) * d, i * d);
+                }
+            }
+            HostTensor::from_f32(&shape.kv_dims(), &kf, dtype).unwrap()
+        } else {
+            k
+        };
+        let ix = b
+            .build_index(&b.upload(&q).unwrap(), &b.upload(&k).unwrap(), &patterns)
+            .unwrap();
+        let got = b.download_index(&ix).unwrap();
+        let what = format!("{shape:?} {dtype} {patterns:?}");
+        check_index_against_reference(&shape, &q, &k, &v, &patterns, &got)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        // Every block-sparse row block has min(top_k, m + 1) blocks, the diagonal last;
+        // heads of another kind have all -1 rows (written on the GPU, never uploaded).
+        let m = &got.meta;
+        for bh in 0..bsz * hq {
+            let rows_of = |sel: &[i32], width: usize| sel[bh * width..(bh + 1) * width].to_vec();
+            if !matches!(patterns[bh % hq], Pattern::VerticalSlash { .. }) {
+                for (name, row) in [
+                    ("vertical_index", rows_of(&got.vertical_index, m.nv)),
+                    ("slash_index", rows_of(&got.slash_index, m.ns)),
+                ] {
+                    assert!(
+                        row.iter().all(|&x| x == -1),
+                        "{what}: bh {bh} {name} {row:?}"
+                    );
+                }
+            }
+            let Pattern::BlockSparse { top_k } = patterns[bh % hq] else {
+                let row = rows_of(&got.block_index, m.rows * m.top_k);
+                assert!(
+                    row.iter().all(|&x| x == -1),
+                    "{what}: bh {bh} block_index {row:?}"
+                );
+                continue;
+            };
+            for row in 0..m.rows {
+                let sel = &got.block_index[(bh * m.rows + row) * m.top_k..][..m.top_k];
+                let valid: Vec<i32> = sel.iter().copied().filter(|&c| c >= 0).collect();
+                assert_eq!(
+                    valid.len(),
+                    top_k.min(row + 1),
+                    "{what}: bh {bh} row block {row}: {sel:?}"
+                );
+                assert_eq!(
+                    valid.last(),
+                    Some(&(row as i32)),
+                    "{what}: bh {bh} row {row}"
+                );
+            }
+        }
+        if periodic {
+            let want = minference::index::build_index(&shape, &q.to_f64(), &k.to_f64(), &patterns)
+                .unwrap();
+            for (at, (g, w)) in got.block_index.iter().zip(&want.block_index).enumerate() {
+                assert_eq!(
+                    g,
+                    w,
+                    "{what}: block_index entry {at} (bh {}, row block {}): got {:?} want {:?}",
+                    at / (m.rows * m.top_k),
+                    at / m.top_k % m.rows,
+                    &got.block_index[at - at % m.top_k..][..m.top_k],
+                    &want.block_index[at - at % m.top_k..][..m.top_k],
+                );
+            }
+        }
+    }
+}
+
 /// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
 /// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
 /// TFLOP/s count useful work (4 D per attended pair). `MINFERENCE_WGPU_VARIANT` picks the variant.
@@ -359,21 +503,28 @@ fn bench_env(name: &str, default: usize) -> usize {
 }
 
 /// Where the index time goes (run by hand on a GPU: `--ignored bench_index_stages
-/// --nocapture`): H = 8, D = 128, f16, vertical-slash 1000/6096 on every head (the
-/// `bench_dense_vs_sparse` setting); the median of a plain `build_index`, then the median
-/// time of every kernel submitted alone (each includes one submit-to-completion round trip).
-/// `MINFERENCE_BENCH_N` picks the lengths (default 4096,16384); `MINFERENCE_BENCH_REPS` the
-/// repetitions (default 5).
+/// --nocapture`): D = 128, f16, every head with one pattern; per pattern the median of a plain
+/// `build_index`, then the median time of every kernel submitted alone (each includes one
+/// submit-to-completion round trip). `MINFERENCE_BENCH_PATTERNS` picks the patterns (the
+/// bench's list syntax, default `vertical-slash:1000,6096,block-sparse:100`; a bare family
+/// scales with N), `MINFERENCE_BENCH_H` the heads (default 8), `MINFERENCE_BENCH_N` the
+/// lengths (default 4096,16384), `MINFERENCE_BENCH_REPS` the repetitions (default 5).
 #[test]
 #[ignore]
 fn bench_index_stages() {
-    use minference::{AttnShape, DType, Pattern};
+    use minference::bench::PatternCase;
+    use minference::{AttnShape, DType};
     use std::time::Instant;
     let Some(b) = wgpu() else { return };
     eprintln!("device: {}", b.info().device);
     let ns = bench_lengths();
     let reps = bench_env("MINFERENCE_BENCH_REPS", 5).max(1);
-    let (h, d) = (8, 128);
+    let h = bench_env("MINFERENCE_BENCH_H", 8);
+    let d = 128;
+    let spec = std::env::var("MINFERENCE_BENCH_PATTERNS")
+        .unwrap_or_else(|_| "vertical-slash:1000,6096,block-sparse:100".into());
+    let cases = PatternCase::parse_list(&spec)
+        .unwrap_or_else(|e| panic!("MINFERENCE_BENCH_PATTERNS=`{spec}`: {e}"));
     let median = |mut t: Vec<f64>| {
         t.sort_by(f64::total_cmp);
         t[t.len() / 2]
@@ -382,34 +533,31 @@ fn bench_index_stages() {
         AttnShape::new(1, h, h, n, d).unwrap();
         let (q, k, _) = minference::generate::random_qkv(1, h, h, n, d, DType::F16, 1).unwrap();
         let (q, k) = (b.upload(&q).unwrap(), b.upload(&k).unwrap());
-        let pats = vec![
-            Pattern::VerticalSlash {
-                vertical: 1000,
-                slash: 6096
-            };
-            h
-        ];
-        b.build_index(&q, &k, &pats).unwrap();
-        b.synchronize().unwrap();
-        let total = median(
-            (0..reps)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    b.build_index(&q, &k, &pats).unwrap();
-                    b.synchronize().unwrap();
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .collect(),
-        );
-        let runs: Vec<Vec<(String, f64)>> = (0..reps)
-            .map(|_| b.index_stage_times(&q, &k, &pats).unwrap())
-            .collect();
-        eprintln!(
-            "wgpu/f16/N={n}/H={h}: build_index {total:.3} ms; stages (each submitted alone):"
-        );
-        for (i, (name, _)) in runs[0].iter().enumerate() {
-            let t = median(runs.iter().map(|r| r[i].1).collect());
-            eprintln!("  {name:<50} {t:9.3} ms");
+        for case in &cases {
+            let pattern = case.at(n);
+            let pats = vec![pattern; h];
+            b.build_index(&q, &k, &pats).unwrap();
+            b.synchronize().unwrap();
+            let total = median(
+                (0..reps)
+                    .map(|_| {
+                        let t0 = Instant::now();
+                        b.build_index(&q, &k, &pats).unwrap();
+                        b.synchronize().unwrap();
+                        t0.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect(),
+            );
+            let runs: Vec<Vec<(String, f64)>> = (0..reps)
+                .map(|_| b.index_stage_times(&q, &k, &pats).unwrap())
+                .collect();
+            eprintln!(
+                "wgpu/f16/N={n}/H={h}/{pattern}: build_index {total:.3} ms; stages (each submitted alone):"
+            );
+            for (i, (name, _)) in runs[0].iter().enumerate() {
+                let t = median(runs.iter().map(|r| r[i].1).collect());
+                eprintln!("  {name:<50} {t:9.3} ms");
+            }
         }
     }
 }

@@ -74,6 +74,34 @@ pub(crate) struct Context {
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     /// A MAP_READ staging buffer reused by downloads, grown as needed.
     staging: Mutex<Option<wgpu::Buffer>>,
+    /// Scratch storage buffers reused across calls, by label (see [`Context::scratch`]).
+    scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
+}
+
+/// Exclusive use of the context's scratch buffers while held: a caller records, submits and
+/// (when it times its stages) waits for all its work on them before dropping it, so no
+/// other call's dispatches land between its own. Work of an earlier holder still running
+/// on the device is ordered before the new holder's by the queue.
+pub(crate) struct Scratch<'a> {
+    ctx: &'a Context,
+    buffers: std::sync::MutexGuard<'a, HashMap<&'static str, wgpu::Buffer>>,
+}
+
+impl Scratch<'_> {
+    /// The scratch storage buffer `label` of at least `bytes` (checked against the limits):
+    /// the one of the last call while it is large enough, else a new one kept for later
+    /// calls. Its contents are whatever the last user left: every user writes what it reads.
+    pub fn storage(&mut self, label: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        if let Some(b) = self.buffers.get(label) {
+            if b.size() >= bytes {
+                return Ok(b.clone());
+            }
+        }
+        self.buffers.remove(label);
+        let b = self.ctx.storage(label, bytes)?;
+        self.buffers.insert(label, b.clone());
+        Ok(b)
+    }
 }
 
 fn device_error(kernel: &str, msg: impl Into<String>) -> Error {
@@ -200,6 +228,7 @@ impl Context {
             modules: Mutex::new(HashMap::new()),
             kernels: Mutex::new(HashMap::new()),
             staging: Mutex::new(None),
+            scratch: Mutex::new(HashMap::new()),
         })
     }
 
@@ -345,6 +374,14 @@ impl Context {
             });
         }
         Ok(())
+    }
+
+    /// The scratch buffers, for exclusive use until the guard drops (see [`Scratch`]).
+    pub fn scratch(&self) -> Scratch<'_> {
+        Scratch {
+            ctx: self,
+            buffers: lock(&self.scratch),
+        }
     }
 
     /// A storage buffer of `bytes` (at least 4), checked against the limits.

@@ -3,8 +3,11 @@
 //! Kernels (one `shaders/*.wgsl` file per family, entry points `{stem}_{dtype}`):
 //! - `vertical_slash_estimate`: last-64-query softmax on 64-key score tiles (stats, combine),
 //!   column and diagonal sums (sums, slash), forced entries;
-//! - `block_sparse_index`: mean pooling and block scores;
-//! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller index);
+//! - `block_sparse_index`: mean pooling (coalesced rows, k pooled once per kv head) and the
+//!   block scores as a causal tiled matmul (64 x 64 output tiles, lower triangle only);
+//! - `top_k_select`: radix select of the columns, offsets and blocks (ties to the smaller
+//!   index); lists of at most [`TOP_K_SHORT_LEN`] keys (every block-sparse row block) take
+//!   `top_k_select_short`, which reads its list into workgroup memory once;
 //! - `vertical_slash_index`: the -1 padding (fill), then the conversion of the selections to
 //!   `block_count`/`block_offset`/`column_count`/`column_index` (block-sparse rows included);
 //! - `sparse_attention`, `a_shape_attention`, `dense_attention`: FlashAttention-style tiles
@@ -56,6 +59,16 @@ const KIND_VERTICAL_SLASH: u32 = 1;
 const KIND_BLOCK_SPARSE: u32 = 2;
 /// Workgroups per grid row of `top_k_select` (its lists are laid out on a 2D grid).
 const TOP_K_GRID_X: usize = 65535;
+/// Longest list `top_k_select_short` takes (`SHORT_LEN` in `top_k_select.wgsl`): its keys,
+/// 8 KiB, are staged in workgroup memory. Dispatches whose lists are all this short use it.
+const TOP_K_SHORT_LEN: usize = 2048;
+/// Output tile edge of `block_sparse_index_scores` (`SCORE_TILE` in WGSL).
+const BLOCK_SPARSE_SCORE_TILE: usize = 64;
+/// Channels `block_sparse_index_scores` stages per step (`SCORE_K`): every head dim is a
+/// multiple of it.
+const BLOCK_SPARSE_SCORE_K: usize = 16;
+const _: () = assert!(HEAD_DIMS[0] % BLOCK_SPARSE_SCORE_K == 0);
+const _: () = assert!(HEAD_DIMS[1] % BLOCK_SPARSE_SCORE_K == 0);
 
 use Slot::{Read, ReadWrite, Uniform};
 
@@ -633,6 +646,9 @@ impl WgpuBackend {
     ///   rows (top_k); `vertical_slash_index_fill`: its grid-stride loop;
     /// - `top_k_select`: 4 radix passes of len / 1024 steps plus a 256-bin scan, the
     ///   compaction's len / 2048 steps of 8 + 8 keys plus a scan, the padding (width / 256);
+    ///   `top_k_select_short` (len <= 2048): the staging (len / 64), 4 passes of len / 64
+    ///   keys and 4 bins plus a 64-entry scan, one compaction step of 2 x len / 64 keys,
+    ///   the padding (width / 64): at most a few hundred;
     /// - `vertical_slash_estimate`: fixed per tile, but the combine folds cdiv(N, 64) / 64
     ///   tiles per invocation.
     ///
@@ -877,8 +893,9 @@ impl WgpuBackend {
     }
 
     /// Run [`Backend::build_index`] with one submission per kernel, each waited for and timed
-    /// on the host: `(kernel, milliseconds)` in dispatch order (`top_k_select` once for the
-    /// vertical-slash lists, once for the block-sparse ones). A stage's time includes the
+    /// on the host: `(kernel, milliseconds)` in dispatch order (`top_k_select` or
+    /// `top_k_select_short` once for the vertical-slash lists, once for the block-sparse
+    /// ones). A stage's time includes the
     /// host work recorded since the previous one (buffer creation, uniform writes) and one
     /// submit-to-completion round trip, so the sum exceeds a plain `build_index`.
     #[doc(hidden)]
@@ -922,16 +939,17 @@ impl WgpuBackend {
             })
             .collect();
         let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
-        // Selections start as -1: top_k_select rewrites whole rows of the heads it serves.
-        let selections = ctx.storage_with(
-            "selections",
-            Self::i32_bytes(&vec![-1i32; nv_len + ns_len + bi_len]),
-        )?;
+        // Not uploaded: top_k_select writes every row of every array it has (a head of
+        // another kind gets an empty list there, so its row is all -1).
+        let selections = ctx.storage("selections", ((nv_len + ns_len + bi_len) * 4) as u64)?;
         let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
         let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
         let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
         let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
 
+        // The block-sparse intermediates and the list tables are scratch, reused by later
+        // calls: this call owns them until its last dispatch is submitted.
+        let mut scratch = ctx.scratch();
         let mut stages = Stages::new(ctx, times)?;
         let f16 = qt.f16;
         let any_vs = patterns
@@ -983,28 +1001,33 @@ impl WgpuBackend {
             let slash = ctx.kernel(family, "vertical_slash_estimate_slash")?;
             let grid_x = u32_of("seq_len", n.div_ceil(VERTICAL_SLASH_SLASH_THREADS))?;
             stages.dispatch(&slash, &bufs, [grid_x, heads_u32, 1])?;
+            // Every head's rows: a head of another kind selects nothing (all -1).
             for bh in 0..bh_total {
-                if let Pattern::VerticalSlash { vertical, slash } = patterns[bh % shape.q_heads] {
-                    let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
-                    vs_lists.push(TopKList {
-                        scores_at: u32_of("scores", bh * n)?,
-                        len: u32_of("seq_len", n)?,
-                        k: u32_of("vertical", nv)?,
-                        out_at: u32_of("vertical_index", bh * meta.nv)?,
-                        width: u32_of("nv", meta.nv)?,
-                        append: -1,
-                        _pad: [0; 2],
-                    });
-                    vs_lists.push(TopKList {
-                        scores_at: u32_of("scores", (bh_total + bh) * n)?,
-                        len: u32_of("seq_len", n)?,
-                        k: u32_of("slash", ns)?,
-                        out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
-                        width: u32_of("ns", meta.ns)?,
-                        append: -1,
-                        _pad: [0; 2],
-                    });
-                }
+                let (len, nv, ns) = match patterns[bh % shape.q_heads] {
+                    Pattern::VerticalSlash { vertical, slash } => {
+                        let (nv, ns) = Pattern::vertical_slash_budgets(vertical, slash, n);
+                        (n, nv, ns)
+                    }
+                    _ => (0, 0, 0),
+                };
+                vs_lists.push(TopKList {
+                    scores_at: u32_of("scores", bh * n)?,
+                    len: u32_of("seq_len", len)?,
+                    k: u32_of("vertical", nv)?,
+                    out_at: u32_of("vertical_index", bh * meta.nv)?,
+                    width: u32_of("nv", meta.nv)?,
+                    append: -1,
+                    _pad: [0; 2],
+                });
+                vs_lists.push(TopKList {
+                    scores_at: u32_of("scores", (bh_total + bh) * n)?,
+                    len: u32_of("seq_len", len)?,
+                    k: u32_of("slash", ns)?,
+                    out_at: u32_of("slash_index", slash_at + bh * meta.ns)?,
+                    width: u32_of("ns", meta.ns)?,
+                    append: -1,
+                    _pad: [0; 2],
+                });
             }
             Some(scores)
         } else {
@@ -1012,6 +1035,8 @@ impl WgpuBackend {
         };
 
         // Block-sparse: pool, score, then per row block select top_k - 1 and append the diagonal.
+        // Scores are packed lower triangles: head bh's row block m at bh R(R-1)/2 + m(m-1)/2.
+        let triangle = |m: usize| m * m.saturating_sub(1) / 2;
         let mut bs_lists = Vec::new();
         let bs_scores = if any_bs {
             let params = BlockSparseIndexParams {
@@ -1024,8 +1049,13 @@ impl WgpuBackend {
                 _pad: [0; 2],
             };
             let params = ctx.uniform("block_sparse_index", &params);
-            let pooled = ctx.storage("pooled", (2 * bh_total * r * d * 4) as u64)?;
-            let scores = ctx.storage("block_scores", (bh_total * r * r * 4) as u64)?;
+            // Pooled q heads, then pooled kv heads: [B * Hq + B * Hkv, R, D].
+            let pooled_heads = bh_total + shape.batch * shape.kv_heads;
+            let pooled = scratch.storage("pooled", (pooled_heads * r * d * 4) as u64)?;
+            // [B, Hq, R (R - 1) / 2]
+            let scores_len = bh_total * triangle(r);
+            u32_of("block_scores", scores_len)?;
+            let scores = scratch.storage("block_scores", (scores_len * 4) as u64)?;
             let bufs = [
                 &params, &qt.buffer, &kt.buffer, &kt.buffer, &head_kind, &pooled, &scores,
             ];
@@ -1034,23 +1064,31 @@ impl WgpuBackend {
                 Self::entry("block_sparse_index_pool", f16),
             )?;
             let r_u32 = u32_of("rows", r)?;
-            stages.dispatch(&pool, &bufs, [r_u32, heads_u32, 1])?;
+            let pooled_u32 = u32_of("pooled heads", pooled_heads)?;
+            stages.dispatch(&pool, &bufs, [r_u32, pooled_u32, 1])?;
             let sc = ctx.kernel(&BLOCK_SPARSE_INDEX, "block_sparse_index_scores")?;
-            let g = u32_of("rows", r.div_ceil(8))?;
-            stages.dispatch(&sc, &bufs, [g, g, heads_u32])?;
+            let tiles = u32_of("rows", r.div_ceil(BLOCK_SPARSE_SCORE_TILE))?;
+            stages.dispatch(&sc, &bufs, [tiles, tiles, heads_u32])?;
+            // Every head's rows: a head of another kind selects nothing (all -1).
             for bh in 0..bh_total {
-                if let Pattern::BlockSparse { top_k } = patterns[bh % shape.q_heads] {
-                    for m in 0..r {
-                        bs_lists.push(TopKList {
-                            scores_at: u32_of("block_scores", (bh * r + m) * r)?,
-                            len: u32_of("rows", m)?,
-                            k: u32_of("top_k", top_k.saturating_sub(1).min(m))?,
-                            out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
-                            width: u32_of("top_k", meta.top_k)?,
-                            append: m as i32,
-                            _pad: [0; 2],
-                        });
-                    }
+                let top_k = match patterns[bh % shape.q_heads] {
+                    Pattern::BlockSparse { top_k } => Some(top_k),
+                    _ => None,
+                };
+                for m in 0..r {
+                    let (len, k, append) = match top_k {
+                        Some(top_k) => (m, top_k.saturating_sub(1).min(m), m as i32),
+                        None => (0, 0, -1),
+                    };
+                    bs_lists.push(TopKList {
+                        scores_at: u32_of("block_scores", bh * triangle(r) + triangle(m))?,
+                        len: u32_of("rows", len)?,
+                        k: u32_of("top_k", k)?,
+                        out_at: u32_of("block_index", block_at + (bh * r + m) * meta.top_k)?,
+                        width: u32_of("top_k", meta.top_k)?,
+                        append,
+                        _pad: [0; 2],
+                    });
                 }
             }
             Some(scores)
@@ -1058,19 +1096,31 @@ impl WgpuBackend {
             None
         };
 
-        let top_k = ctx.kernel(&TOP_K_SELECT, "top_k_select")?;
-        for (lists, scores) in [(&vs_lists, &vs_scores), (&bs_lists, &bs_scores)] {
+        for (lists, scores, label) in [
+            (&vs_lists, &vs_scores, "top_k_lists (vertical-slash)"),
+            (&bs_lists, &bs_scores, "top_k_lists (block-sparse)"),
+        ] {
             let Some(scores) = scores else { continue };
             if lists.is_empty() {
                 continue;
             }
+            // Lists that fit workgroup memory (all of them) take the staged kernel.
+            let longest = lists.iter().map(|l| l.len as usize).max().unwrap_or(0);
+            let entry = if longest <= TOP_K_SHORT_LEN {
+                "top_k_select_short"
+            } else {
+                "top_k_select"
+            };
+            let top_k = ctx.kernel(&TOP_K_SELECT, entry)?;
             let params = TopKSelectParams {
                 list_count: u32_of("lists", lists.len())?,
                 grid_x: TOP_K_GRID_X as u32,
                 _pad: [0; 2],
             };
             let params = ctx.uniform("top_k_select", &params);
-            let list_buf = ctx.storage_with("top_k_lists", bytemuck::cast_slice(lists))?;
+            let list_bytes: &[u8] = bytemuck::cast_slice(lists);
+            let list_buf = scratch.storage(label, list_bytes.len() as u64)?;
+            ctx.queue.write_buffer(&list_buf, 0, list_bytes);
             let grid = [
                 u32_of("lists", lists.len().min(TOP_K_GRID_X))?,
                 u32_of("lists", lists.len().div_ceil(TOP_K_GRID_X))?,
@@ -1112,6 +1162,7 @@ impl WgpuBackend {
             [u32_of("rows", r.div_ceil(CONVERT_ROWS))?, heads_u32, 1],
         )?;
         stages.finish()?;
+        drop(scratch); // every dispatch on it is submitted
         Ok(DeviceIndex::new(
             NAME,
             meta,
@@ -1360,6 +1411,45 @@ const _: () = assert!(COOP_WORKGROUP_BYTES <= 48 * 1024);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index constants the host relies on are the WGSL's own: the staged top-k's longest
+    /// list, the scores' tile (its grid) and channel step (a divisor of every head dim).
+    #[test]
+    fn index_constants_match_the_wgsl() {
+        let top_k = include_str!("../../shaders/top_k_select.wgsl");
+        assert!(top_k.contains("const SHORT_WG: u32 = 64u;"));
+        assert!(top_k.contains("const SHORT_ITEMS: u32 = 32u;"));
+        assert_eq!(TOP_K_SHORT_LEN, 64 * 32);
+        assert!(top_k.contains("@compute @workgroup_size(SHORT_WG)\nfn top_k_select_short("));
+        let bs = include_str!("../../shaders/block_sparse_index.wgsl");
+        assert!(bs.contains(&format!(
+            "const SCORE_TILE: u32 = {BLOCK_SPARSE_SCORE_TILE}u;"
+        )));
+        assert!(bs.contains(&format!("const SCORE_K: u32 = {BLOCK_SPARSE_SCORE_K}u;")));
+    }
+
+    /// The index families need no more workgroup memory than WebGPU's default limit
+    /// (16 KiB), so they run on every adapter without a check (all entry points together).
+    #[test]
+    fn index_families_fit_the_default_workgroup_memory() {
+        for family in [
+            &VERTICAL_SLASH_ESTIMATE,
+            &BLOCK_SPARSE_INDEX,
+            &TOP_K_SELECT,
+            &VERTICAL_SLASH_INDEX,
+        ] {
+            let m = naga::front::wgsl::parse_str(family.source)
+                .unwrap_or_else(|e| panic!("{}: {}", family.stem, e.emit_to_string(family.source)));
+            let bytes: u32 = m
+                .global_variables
+                .iter()
+                .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+                .map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx()))
+                .sum();
+            let default = wgpu::Limits::default().max_compute_workgroup_storage_size;
+            assert!(bytes <= default, "{}: {bytes} bytes", family.stem);
+        }
+    }
 
     /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
     #[test]
