@@ -5,7 +5,7 @@
 # ncu profiles, the torch comparison, the cooperative-matrix matmul microbenchmark
 # (PARTS=coopbench), the driver's statistics of the coop pipelines (pstats: registers, spills),
 # `minference bench` of the wgpu variants against CUDA (variantbench), the coop variant at
-# other rows per workgroup (rows: tests, check, bench), and
+# other rows per workgroup (rows: tests, check, bench), the residency probe (residency), and
 # side-by-side builds of candidate kernels (abtests, abbench: test binaries named in AB_BINS
 # under DEVBIN, default .devbin).
 # Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
@@ -17,10 +17,10 @@ if [ "${1:-}" = "--pack" ]; then
   set -e
   cargo build --release --features cuda
   cargo build --release --features cuda --example cuda_bench
-  cargo test --release --features cuda --no-run --test cuda --test wgpu --test wgpu_coop_bench --test wgpu_pipeline_stats 2>&1 | tail -3
+  cargo test --release --features cuda --no-run --test cuda --test wgpu --test wgpu_coop_bench --test wgpu_pipeline_stats --test wgpu_residency 2>&1 | tail -3
   rm -rf .devbin && mkdir -p .devbin
   cp target/release/minference target/release/examples/cuda_bench .devbin/
-  for t in cuda wgpu wgpu_coop_bench wgpu_pipeline_stats; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
+  for t in cuda wgpu wgpu_coop_bench wgpu_pipeline_stats wgpu_residency; do cp "$(ls -t target/release/deps/$t-* | grep -v '\.d$' | head -1)" ".devbin/$t-test"; done
   strip .devbin/*
   echo "built from $(pwd) at $(git rev-parse --short HEAD)" > .devbin/BUILT
   du -sh .devbin
@@ -57,6 +57,12 @@ coopbench)
   echo "== coop matmul microbenchmark"
   timeout 200 $D/wgpu_coop_bench-test --ignored coop_matmul_throughput --nocapture 2>&1 \
     | grep -vE "^(running|test result|$)" ;;
+residency)
+  # How many workgroups the driver keeps on one SM by workgroup size, workgroup memory and
+  # registers held (tests/wgpu_residency.rs; RESIDENCY_SMS, default 132).
+  echo "== workgroups per SM (residency probe)"
+  MINFERENCE_RESIDENCY_SMS=${RESIDENCY_SMS:-132} timeout 200 $D/wgpu_residency-test --ignored workgroups_per_sm --nocapture 2>&1 \
+    | grep -vE "^(running|$)" ;;
 pstats)
   # What the driver's compiler made of the coop kernels: registers, spills, shared memory
   # (tests/wgpu_pipeline_stats.rs; VK_KHR_pipeline_executable_properties).

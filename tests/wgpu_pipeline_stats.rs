@@ -4,7 +4,7 @@
 //! `coop_pipeline_statistics` (ignored: run by hand on a GPU whose Vulkan driver has
 //! `VK_KHR_pipeline_executable_properties`) opens the wgpu adapter's Vulkan device through
 //! wgpu-hal with that extension added, compiles the coop attention kernels (and two kernels of
-//! the matmul microbenchmark, for calibration) to SPIR-V with naga as wgpu would (pipeline
+//! the matmul microbenchmark and the residency probe, for calibration) to SPIR-V with naga as wgpu would (pipeline
 //! constants applied; with and without wgpu's runtime checks), builds each compute pipeline
 //! with `VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR`, and prints every statistic the driver
 //! gives (on NVIDIA: register count, local memory, shared memory, ...). The register count
@@ -18,6 +18,10 @@ use std::ffi::{CStr, CString};
 
 use ash::vk;
 use minference::wgpu_backend::{coop_constants, COOP_ROWS, COOP_SOURCES};
+
+#[path = "residency_source.rs"]
+mod residency_source;
+use residency_source::residency_source;
 
 /// One kernel to compile: what to call it, its WGSL, entry point and pipeline constants.
 struct Subject {
@@ -60,6 +64,18 @@ fn subjects() -> Vec<Subject> {
             entry: entry.to_string(),
             constants: vec![("DIM".to_string(), 4096.0)],
         });
+    }
+    // The residency probe's register-holding kernel (tests/wgpu_residency.rs), for the
+    // registers behind its residency figures.
+    for live in [24, 44] {
+        for wg in [128.0, 256.0] {
+            out.push(Subject {
+                label: format!("residency probe_live {live} vec4, {wg} invocations"),
+                source: residency_source(live),
+                entry: "probe_live".to_string(),
+                constants: vec![("WG".to_string(), wg), ("SMEM_VEC4".to_string(), 1.0)],
+            });
+        }
     }
     out
 }
