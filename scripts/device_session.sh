@@ -4,8 +4,8 @@
 # configs, a wgpu timing table, compute-sanitizer memcheck/racecheck on the CUDA check run,
 # ncu profiles, the torch comparison, the cooperative-matrix matmul microbenchmark
 # (PARTS=coopbench), the driver's statistics of the coop pipelines (pstats: registers, spills),
-# `minference bench` of the wgpu variants against CUDA (variantbench), the coop variant at
-# other rows per workgroup (rows: tests, check, bench), the residency probe (residency), and
+# `minference bench` of the wgpu variants against CUDA (variantbench), the residency probe
+# (residency), and
 # side-by-side builds of candidate kernels (abtests, abbench: test binaries named in AB_BINS
 # under DEVBIN, default .devbin).
 # Here: `scripts/device_session.sh --pack` (builds into .devbin/). There, with `.devbin` and
@@ -95,21 +95,6 @@ variantbench)
   echo "== minference bench: wgpu tiled"
   MINFERENCE_WGPU_VARIANT=tiled timeout 300 $D/minference bench --backend wgpu --dtype f16 --heads ${VB_H:-32} \
     --seq-lens ${VB_N:-16384,65536} --patterns $pats --json $OUT/bench_wgpu_tiled.json 2>&1 | grep -vE "^\s*$" ;;
-rows)
-  # The coop variant at each rows-per-workgroup setting in ROWS_LIST (MINFERENCE_WGPU_COOP_ROWS,
-  # default 32: the other one is the default variant's): its tests (coop required), `check`,
-  # and `minference bench` of it against CUDA in one run (JSON under $OUT).
-  pats=${VB_PATTERNS:-dense,a-shape,vertical-slash:1000,6096,block-sparse:100}
-  for r in ${ROWS_LIST:-32}; do
-    echo "== coop rows $r: wgpu coop tests"
-    MINFERENCE_WGPU_COOP_ROWS=$r MINFERENCE_REQUIRE_WGPU_VARIANTS=coop timeout 300 $D/wgpu-test --test-threads=2 coop 2>&1 \
-      | grep -E "^test |test result|panicked|FAIL|SKIPPED" | grep -v " ok$"
-    echo "== coop rows $r: check wgpu coop"
-    MINFERENCE_WGPU_COOP_ROWS=$r MINFERENCE_WGPU_VARIANT=coop timeout 200 $D/minference check --backend wgpu 2>&1 | tail -2
-    echo "== coop rows $r: minference bench wgpu (coop) and cuda, one run"
-    MINFERENCE_WGPU_COOP_ROWS=$r timeout 400 $D/minference bench --backend wgpu,cuda --dtype f16 --heads ${VB_H:-32} \
-      --seq-lens ${VB_N:-16384,65536} --patterns $pats --json $OUT/bench_rows$r.json 2>&1 | grep -vE "^\s*$"
-  done ;;
 wgpubench)
   for v in ${BENCH_VARIANTS:-tiled coop}; do
     echo "== wgpu $v bench"

@@ -2,10 +2,9 @@
 // This file comes first in each coop module: it carries the module's `enable` directives and
 // its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
-// One workgroup of 4 BLOCK_M invocations (BLOCK_M / 8 subgroups of 32) owns BLOCK_M query
-// rows of one (batch, query head): 64 (the index's row block, 8 subgroups) or 32 (half of it,
-// 4 subgroups: two workgroups fit an SM where one of 64 rows does). Subgroup `sg` owns the 32
-// rows [32 row_half, +32) (`row_half = sg / 4`) and the quarter `quarter = sg % 4`: of the tile's
+// One workgroup of 256 invocations (8 subgroups of 32) owns BLOCK_M = 64 query rows of one
+// (batch, query head), the index's row block. Subgroup `sg` owns the 32 rows
+// [32 row_half, +32) (`row_half = sg / 4`) and the quarter `quarter = sg % 4`: of the tile's
 // keys in S = Q K^T (keys [16 quarter, +16), against its Q rows held in registers as 16x16 A
 // fragments, all of D) and of the head dim in O += P V (columns [D/4 quarter, +D/4), f32
 // accumulators held for the whole key walk). Every K, P and V fragment it loads thus feeds
@@ -26,21 +25,19 @@
 // P, fine for f16 and the f32 sums); only then are O's rows scaled, through workgroup memory
 // (`rescale_o`), for the whole workgroup at once. On the first visible tile of a row O and l
 // are still 0 and nothing is scaled, so for typical data it is rare after the first tile.
-// Workgroup memory (HEAD_DIM = 128, BLOCK_N = 64, BLOCK_M = 64): kv_tile 17408 (Q at the
-// start, then K and V of each tile in turn; rows padded by 8 halves) + s_tile 17408 (f32
-// scores, rows padded by 4; also the scratch of the O rescale and store) + p_tile 9216 (f16 P,
-// rows padded by 8) + tile_keys 256 + row_stat 512 + rescale_flag 4 = 44804 bytes
-// (`COOP_WORKGROUP_BYTES`), under the 48 KiB Vulkan gives on NVIDIA; at BLOCK_M = 32 s_tile,
-// p_tile and row_stat halve (31236 bytes). The paddings put the rows of a 16x16 fragment in
+// Workgroup memory (HEAD_DIM = 128, BLOCK_N = 64): kv_tile 17408 (Q at the start, then K and
+// V of each tile in turn; rows padded by 8 halves) + s_tile 17408 (f32 scores, rows padded by
+// 4; also the scratch of the O rescale and store) + p_tile 9216 (f16 P, rows padded by 8)
+// + tile_keys 256 + row_stat 512 + rescale_flag 4 = 44804 bytes (`COOP_WORKGROUP_BYTES`),
+// under the 48 KiB Vulkan gives on NVIDIA. The paddings put the rows of a 16x16 fragment in
 // distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
-// HEAD_DIM, BLOCK_N and BLOCK_M are pipeline constants (the backend sets them, see `coop_constants`):
+// HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
 // strides, loop bounds and the number of accumulators are compile-time for the driver.
 // The backend builds these modules without wgpu's runtime checks (`Family::trusted`). What
-// keeps every access in range then, and what the backend guarantees for it: BLOCK_N = 64,
-// BLOCK_M 64 or 32 and HEAD_DIM 64 or 128 (`coop_constants`, with a compile-time check of
-// COOP_BLOCK_N; other head dims and row counts are refused), subgroups of exactly 32 so
-// subgroup_id < BLOCK_M / 8 (checked before the variant is offered), 4 BLOCK_M invocations
-// (the entry points' workgroup size); with those, every
+// keeps every access in range then, and what the backend guarantees for it: BLOCK_N = 64 and
+// HEAD_DIM 64 or 128 (`coop_constants`, with a compile-time check of COOP_BLOCK_N; other head
+// dims are refused), subgroups of exactly 32 so subgroup_id < 8 (checked before the variant
+// is offered), 256 invocations (the entry points' workgroup size); with those, every
 // workgroup-array index below is in range by construction (local_invocation_index,
 // subgroup_id and constants), every loop ends, every divisor is a nonzero constant or a
 // validated param (Hq a multiple of Hkv >= 1), and the storage reads stay inside the head
@@ -77,13 +74,13 @@ override HEAD_DIM: u32 = 128u;
 /// S). The rest of the core also runs at 32 (the scalar emulation does); `fetch_rows` takes
 /// 1, 2 or 4 passes.
 override BLOCK_N: u32 = 64u;
-/// Query rows per workgroup (pipeline constant): 64, one index row block, or 32, half of one.
-override BLOCK_M: u32 = 64u;
+/// Query rows per workgroup: one index row block.
+const BLOCK_M: u32 = 64u;
+/// 8 subgroups of 32: 2 row halves (32 rows) x 4 quarters (of the keys in S, of the head dim
+/// in O).
+const WORKGROUP_SIZE: u32 = 256u;
 /// Invocations per query row in the softmax (consecutive lanes of one subgroup).
-const ROW_LANES: u32 = 4u;
-/// BLOCK_M / 8 subgroups of 32: BLOCK_M / 32 row halves (32 rows) x 4 quarters (of the keys
-/// in S, of the head dim in O): 256 invocations at 64 rows, 128 at 32.
-override WORKGROUP_SIZE: u32 = BLOCK_M * ROW_LANES;
+const ROW_LANES: u32 = WORKGROUP_SIZE / BLOCK_M;
 /// Side of a cooperative matrix.
 const TILE: u32 = 16u;
 /// Start of the running max: finite, far below any base-2 score.
@@ -98,22 +95,19 @@ override KV_ROW4: u32 = HEAD_DIM / 4u + 2u;
 override S_ROW4: u32 = BLOCK_N / 4u + 1u;
 override P_ROW4: u32 = BLOCK_N / 4u + 2u;
 /// 16-byte chunks of a K or V row, rows of a tile moved per pass of the workgroup, passes per
-/// tile (each invocation moves one chunk per pass, always the same column chunk): with 256
-/// invocations 4 at HEAD_DIM = 128 and BLOCK_N = 64, 2 at 64 and 64, 1 at 64 and 32; twice
-/// as many with 128 (8 at most).
+/// tile (each invocation moves one chunk per pass, always the same column chunk): 4 at
+/// HEAD_DIM = 128 and BLOCK_N = 64, 2 at 64 and 64, 1 at 64 and 32.
 override CHUNKS: u32 = HEAD_DIM / 8u;
 override PASS_ROWS: u32 = WORKGROUP_SIZE / CHUNKS;
 override PASSES: u32 = BLOCK_N / PASS_ROWS;
 /// vec4 chunks of scores each softmax lane reads per tile (4 at BLOCK_N = 64, 2 at 32).
 override LANE_CHUNKS: u32 = BLOCK_N / 4u / ROW_LANES;
+const_assert ROW_LANES == 4u;
 /// O columns per subgroup (its quarter of D: 32 at HEAD_DIM = 128, 16 at 64). (Overrides stay
 /// above the functions: naga 30's override processing panicked on ones declared below.)
 override O_COLUMNS: u32 = HEAD_DIM / 4u;
 
-/// Rows of kv_tile: Q's BLOCK_M, then K's and V's BLOCK_N.
-override KV_ROWS: u32 = max(BLOCK_M, BLOCK_N);
-
-var<workgroup> kv_tile: array<vec4<f16>, KV_ROWS * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
+var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
 var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;   // [BLOCK_M, BLOCK_N] raw scores
 var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;   // [BLOCK_M, BLOCK_N] P
 var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 4u>;    // [BLOCK_N] key of each slot, -1 none
@@ -123,7 +117,7 @@ var<workgroup> row_stat: array<f32, 2u * BLOCK_M>;
 var<workgroup> rescale_flag: atomic<u32>; // some row of the tile needs O rescaled
 
 var<private> lid: u32;
-var<private> sg: u32;          // subgroup 0..BLOCK_M / 8
+var<private> sg: u32;          // subgroup 0..8
 var<private> row_half: u32;    // its rows [32 row_half, +32) in S and O
 var<private> quarter: u32;     // its keys [16 quarter, +16) in S, columns [O_COLUMNS quarter, +) in O
 var<private> bh: u32;          // batch * Hq + head
@@ -138,21 +132,16 @@ var<private> window_sink: u32;
 var<private> window_local: u32;
 var<private> pending: bool;    // the last tile's P.V is still to be accumulated
 // The tile's K or V chunks this invocation moves, fetched from storage ahead of their barrier:
-// f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 8: D = 128 with
-// BLOCK_N = 64 and 128 invocations). Named, not an array: loop-indexed private arrays live in
-// local memory.
+// f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 4: D = 128 with
+// BLOCK_N = 64). Named, not an array: loop-indexed private arrays live in local memory.
 var<private> f0: mat2x4<f16>;
 var<private> f1: mat2x4<f16>;
 var<private> f2: mat2x4<f16>;
 var<private> f3: mat2x4<f16>;
-var<private> f4: mat2x4<f16>;
-var<private> f5: mat2x4<f16>;
-var<private> f6: mat2x4<f16>;
-var<private> f7: mat2x4<f16>;
 // The current tile (tile_base, tile_hi, tile_columns) and visit_range: attention_common.wgsl.
 
-/// Set up the workgroup for rows [BLOCK_M block, +BLOCK_M) of (batch, head) `head`: stage Q
-/// (zeros past N), load the Q fragments, clear O and the softmax state.
+/// Set up the workgroup for row block `block` of (batch, head) `head`: stage Q (zeros past
+/// N), load the Q fragments, clear O and the softmax state.
 fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     lid = local;
     sg = subgroup;
@@ -216,12 +205,6 @@ fn fetch_rows(is_v: bool) {
         f2 = fetch_chunk(slot + 2u * PASS_ROWS, is_v);
         f3 = fetch_chunk(slot + 3u * PASS_ROWS, is_v);
     }
-    if PASSES > 4u {
-        f4 = fetch_chunk(slot + 4u * PASS_ROWS, is_v);
-        f5 = fetch_chunk(slot + 5u * PASS_ROWS, is_v);
-        f6 = fetch_chunk(slot + 6u * PASS_ROWS, is_v);
-        f7 = fetch_chunk(slot + 7u * PASS_ROWS, is_v);
-    }
 }
 
 fn fetch_k() {
@@ -249,12 +232,6 @@ fn put_fetched() {
     if PASSES > 2u {
         put_chunk(slot + 2u * PASS_ROWS, f2);
         put_chunk(slot + 3u * PASS_ROWS, f3);
-    }
-    if PASSES > 4u {
-        put_chunk(slot + 4u * PASS_ROWS, f4);
-        put_chunk(slot + 5u * PASS_ROWS, f5);
-        put_chunk(slot + 6u * PASS_ROWS, f6);
-        put_chunk(slot + 7u * PASS_ROWS, f7);
     }
 }
 
@@ -574,7 +551,7 @@ fn accumulate_pv() {
 }
 
 /// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-
-/// uniform): one per row half at HEAD_DIM = 128, two per row half at 64.
+/// uniform): two subgroups do at HEAD_DIM = 128 (one per row half), four at 64.
 fn owns_pair(pair: u32) -> bool {
     return (O_COLUMNS * quarter) / 32u == pair;
 }

@@ -1,4 +1,4 @@
-// Dense causal attention on cooperative matrices: every BLOCK_M-row block visits keys
+// Dense causal attention on cooperative matrices: every 64-row block visits keys
 // [0, min(N, row0 + BLOCK_M)). Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE invocations
 // (attention_coop.wgsl). f16 storage only (f32 storage runs the tiled or rowwise kernels).
 

@@ -1,16 +1,16 @@
 // Sparse attention over the shared index on cooperative matrices, vertical-slash and
-// block-sparse heads in one dispatch. A workgroup owns BLOCK_M rows (all or half of index row
-// block m = its row block / (INDEX_BLOCK / BLOCK_M)): it visits the index row's `block_count`
-// chunks (64 keys [s, s + 64), causal inside the chunk, clipped to the workgroup's last row)
-// and its `column_count` single columns (all before the index row block), BLOCK_N per tile.
-// Heads with an empty index row are left untouched.
+// block-sparse heads in one dispatch. A workgroup owns index row block m (BLOCK_M = 64
+// rows): it visits the row's `block_count` chunks (64 keys [s, s + 64), causal inside the
+// chunk, clipped to the block's last row) and its `column_count` single columns (all before
+// the row block), BLOCK_N per tile. Heads with an empty index row are left untouched.
 // Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE invocations. f16 storage only.
 
 // The index bindings and its walk (index_counts, visit_index_row, tile_key): sparse_index.wgsl.
 
+const_assert BLOCK_M == INDEX_BLOCK;
+
 fn sparse_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
-    // BLOCK_M divides INDEX_BLOCK (64 or 32 rows: `coop_constants`).
-    let m = wid.x / (INDEX_BLOCK / BLOCK_M);
+    let m = wid.x;
     let rows = (params.seq_len + INDEX_BLOCK - 1u) / INDEX_BLOCK;
     let at = wid.y * rows + m;
     // Every invocation reads the same words: the counts and offsets are uniform.
@@ -18,7 +18,7 @@ fn sparse_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
     if counts.x == 0u && counts.y == 0u {
         return;
     }
-    start_row_block(wid.y, wid.x, local, subgroup);
+    start_row_block(wid.y, m, local, subgroup);
     let row_end = min(params.seq_len, row0 + BLOCK_M);
     visit_index_row(at, counts, row_end);
     finish_row_block();

@@ -6,29 +6,21 @@
 //! for scalar code with the same contract on the same workgroup arrays, and runs the result
 //! through raw wgpu: Q/K/V staging, the software pipeline across tiles, masks, the index walk,
 //! the online softmax with its lazy max, the rescale decisions, the barriers and the store are
-//! then the shipped code, checked against float64. D = 64 and 128, both workgroup sizes the
-//! backend runs (pipeline constants): BLOCK_M = 64 query rows with BLOCK_N = 32 keys per tile
-//! (lavapipe gives 32 KiB of workgroup memory, 64 rows with the backend's 64-key tiles need
-//! 44 KiB) and BLOCK_M = 32 with the backend's BLOCK_N = 64 (31 KiB: its constants exactly).
-//! What it does not check is the matrix layout of the coop ops (the naga test checks
+//! then the shipped code, checked against float64. D = 64 and 128 with BLOCK_N = 32 (pipeline
+//! constants): lavapipe gives 32 KiB of workgroup memory, the backend's 64-key tiles need
+//! 44 KiB. What it does not check is the matrix layout of the coop ops (the naga test checks
 //! that they validate; the GPU suite `coop::` checks the results).
 
 use minference::generate::{random_qkv, rising_scores_qkv};
 use minference::vectors::reference_and_tolerance;
-use minference::wgpu_backend::{COOP_ROWS, COOP_SOURCES};
+use minference::wgpu_backend::COOP_SOURCES;
 use minference::{AttnShape, DType, HostTensor, Pattern};
 use wgpu::util::DeviceExt;
 
-/// Keys per tile of the emulated kernels with `rows` query rows per workgroup (pipeline
-/// constants; HEAD_DIM is the case's D, BLOCK_M each of `COOP_ROWS`): the backend's 64 where
-/// lavapipe's 32 KiB hold it.
-fn block_n(rows: u32) -> f64 {
-    if rows <= 32 {
-        64.0
-    } else {
-        32.0
-    }
-}
+/// Keys per tile of the emulated kernels (pipeline constant; HEAD_DIM is the case's D).
+const BLOCK_N: f64 = 32.0;
+/// Query rows per workgroup (`BLOCK_M` of the coop core).
+const BLOCK_M: usize = 64;
 
 /// Scalar stand-ins for the matrix steps of `attention_coop.wgsl`: invocation (srow, slane)
 /// holds Q row `srow` and O row `srow`, columns [slane D / 4, (slane + 1) D / 4).
@@ -191,13 +183,11 @@ fn padded(bytes: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Run entry `{stem}_f16` of the emulated module, `rows` query rows per workgroup, over q, k,
-/// v and `extra` storage buffers; the output starts as f16 NaNs. Returns the output as f64.
-#[allow(clippy::too_many_arguments)]
+/// Run entry `{stem}_f16` of the emulated module over q, k, v and `extra` storage buffers;
+/// the output starts as f16 NaNs. Returns the output as f64.
 fn run(
     gpu: &Gpu,
     stem: &str,
-    rows: u32,
     shape: &AttnShape,
     [q, k, v]: [&HostTensor; 3],
     p: Vec<u8>,
@@ -272,11 +262,7 @@ fn run(
         module: &module,
         entry_point: Some(&entry),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[
-                ("HEAD_DIM", shape.head_dim as f64),
-                ("BLOCK_N", block_n(rows)),
-                ("BLOCK_M", f64::from(rows)),
-            ],
+            constants: &[("HEAD_DIM", shape.head_dim as f64), ("BLOCK_N", BLOCK_N)],
             ..Default::default()
         },
         cache: None,
@@ -306,7 +292,7 @@ fn run(
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(
-            shape.seq_len.div_ceil(rows as usize) as u32,
+            shape.seq_len.div_ceil(BLOCK_M) as u32,
             (shape.batch * shape.q_heads) as u32,
             1,
         );
@@ -364,14 +350,32 @@ fn coop_kernels_with_scalar_matrix_steps_match_float64() {
             if rising { " rising scores" } else { "" }
         );
 
-        let dense = vec![Pattern::Dense; hq];
-        let (dense_want, dense_tol) =
-            reference_and_tolerance(&shape, qkv, DType::F16, &dense, None).unwrap();
-        let a_shape = vec![Pattern::AShape { sink: 3, local: 37 }; hq];
+        let pats = vec![Pattern::Dense; hq];
+        let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
+        let got = run(
+            &gpu,
+            "dense_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, 0, 0),
+            &[],
+        );
+        check("dense_attention_coop", &case, &got, &want, tol);
+
+        let pats = vec![Pattern::AShape { sink: 3, local: 37 }; hq];
         let windows: Vec<[i32; 2]> = vec![[3, 37]; hq];
-        let (a_shape_want, a_shape_tol) =
-            reference_and_tolerance(&shape, qkv, DType::F16, &a_shape, None).unwrap();
-        let sparse: Vec<Pattern> = (0..hq)
+        let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
+        let got = run(
+            &gpu,
+            "a_shape_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, 0, 0),
+            &[bytemuck::cast_slice(&windows).to_vec()],
+        );
+        check("a_shape_attention_coop", &case, &got, &want, tol);
+
+        let pats: Vec<Pattern> = (0..hq)
             .map(|h| {
                 if h % 2 == 0 {
                     Pattern::VerticalSlash {
@@ -384,32 +388,24 @@ fn coop_kernels_with_scalar_matrix_steps_match_float64() {
             })
             .collect();
         let (qf, kf) = (q.to_f64(), k.to_f64());
-        let ix = minference::index::build_index(&shape, &qf, &kf, &sparse).unwrap();
-        let (sparse_want, sparse_tol) =
-            reference_and_tolerance(&shape, qkv, DType::F16, &sparse, Some(&ix)).unwrap();
+        let ix = minference::index::build_index(&shape, &qf, &kf, &pats).unwrap();
+        let (want, tol) =
+            reference_and_tolerance(&shape, qkv, DType::F16, &pats, Some(&ix)).unwrap();
         let i32s = |x: &[i32]| bytemuck::cast_slice(x).to_vec();
-        for rows in COOP_ROWS {
-            let case = format!("{case} rows={rows}");
-            let stem = "dense_attention_coop";
-            let got = run(&gpu, stem, rows, &shape, qkv, params(&shape, 0, 0), &[]);
-            check(stem, &case, &got, &dense_want, dense_tol);
-
-            let stem = "a_shape_attention_coop";
-            let extra = [bytemuck::cast_slice(&windows).to_vec()];
-            let got = run(&gpu, stem, rows, &shape, qkv, params(&shape, 0, 0), &extra);
-            check(stem, &case, &got, &a_shape_want, a_shape_tol);
-
-            let stem = "sparse_attention_coop";
-            let p = params(&shape, ix.meta.nnz_s, ix.meta.nnz_v);
-            let extra = [
+        let got = run(
+            &gpu,
+            "sparse_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, ix.meta.nnz_s, ix.meta.nnz_v),
+            &[
                 i32s(&ix.block_count),
                 i32s(&ix.block_offset),
                 i32s(&ix.column_count),
                 i32s(&ix.column_index),
-            ];
-            let got = run(&gpu, stem, rows, &shape, qkv, p, &extra);
-            check(stem, &case, &got, &sparse_want, sparse_tol);
-            eprintln!("coop emulation {case}: dense, A-shape, sparse pass");
-        }
+            ],
+        );
+        check("sparse_attention_coop", &case, &got, &want, tol);
+        eprintln!("coop emulation {case}: dense, A-shape, sparse pass");
     }
 }

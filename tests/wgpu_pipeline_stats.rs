@@ -17,7 +17,7 @@
 use std::ffi::{CStr, CString};
 
 use ash::vk;
-use minference::wgpu_backend::{coop_constants, COOP_ROWS, COOP_SOURCES};
+use minference::wgpu_backend::{coop_constants, COOP_SOURCES};
 
 #[path = "residency_source.rs"]
 mod residency_source;
@@ -37,17 +37,15 @@ fn subjects() -> Vec<Subject> {
         if stem == "a_shape_attention_coop" {
             continue; // the same core as dense
         }
-        for rows in COOP_ROWS {
-            out.push(Subject {
-                label: format!("{stem} (D = 128, {rows} rows)"),
-                source: source.to_string(),
-                entry: format!("{stem}_f16"),
-                constants: coop_constants(128, rows)
-                    .iter()
-                    .map(|&(k, v)| (k.to_string(), f64::from(v)))
-                    .collect(),
-            });
-        }
+        out.push(Subject {
+            label: format!("{stem} (D = 128)"),
+            source: source.to_string(),
+            entry: format!("{stem}_f16"),
+            constants: coop_constants(128)
+                .iter()
+                .map(|&(k, v)| (k.to_string(), f64::from(v)))
+                .collect(),
+        });
     }
     let bench = include_str!("../shaders/coop_matmul_bench.wgsl");
     for entry in [

@@ -215,40 +215,16 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     trusted: false,
 };
 
-/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM`, `COOP_BLOCK_N` and
-/// `rows` query rows per workgroup (mirrors the arrays of `attention_coop.wgsl`, rows padded):
-/// kv_tile max(rows, 64) x (128 + 8) f16, s_tile rows x (64 + 4) f32, p_tile rows x (64 + 8)
-/// f16, tile_keys 64 i32, row_stat 2 x rows f32, rescale_flag. 44804 bytes at 64 rows, 31236
-/// at 32.
+/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` and `COOP_BLOCK_N`
+/// (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile 64 x (128 + 8) f16,
+/// s_tile 64 x (64 + 4) f32, p_tile 64 x (64 + 8) f16, tile_keys 64 i32, row_stat 2 x 64 f32,
+/// rescale_flag.
 #[doc(hidden)]
-pub const fn coop_workgroup_bytes(rows: u32) -> u32 {
-    let kv_rows = if rows > COOP_BLOCK_N {
-        rows
-    } else {
-        COOP_BLOCK_N
-    };
-    kv_rows * 136 * 2 + rows * 68 * 4 + rows * 72 * 2 + 64 * 4 + 2 * rows * 4 + 4
-}
-/// The most workgroup memory any configuration of the cooperative-matrix kernels takes (64
-/// rows): what the adapter must give for the variant to be offered.
-#[doc(hidden)]
-pub const COOP_WORKGROUP_BYTES: u32 = coop_workgroup_bytes(64);
-/// Query rows per workgroup of the cooperative-matrix kernels (`BLOCK_M`, a pipeline
-/// constant), each four invocations (8 subgroups of 32 at 64 rows, each 32 rows and a quarter
-/// of the tile's keys in S and of the head dim in O; 4 subgroups at 32 rows). 64: one index
-/// row block per workgroup, each staged K/V tile feeds 64 rows, but at 177 registers per
-/// invocation one workgroup fills an H100 SM's register file; 32: two workgroups per SM
-/// (their barriers and softmax phases overlap each other's matrix steps), each K/V tile
-/// staged twice as often.
-pub const COOP_ROWS: [u32; 2] = [64, 32];
-/// The environment variable that picks the cooperative-matrix kernels' rows per workgroup
-/// (one of [`COOP_ROWS`]; default [`DEFAULT_COOP_ROWS`]).
-pub const COOP_ROWS_ENV: &str = "MINFERENCE_WGPU_COOP_ROWS";
-/// Rows per workgroup of the cooperative-matrix kernels unless [`COOP_ROWS_ENV`] says
-/// otherwise.
-pub const DEFAULT_COOP_ROWS: u32 = 64;
-/// Invocations per workgroup of the cooperative-matrix kernels at their largest (64 rows).
-const COOP_THREADS: u32 = 4 * 64;
+pub const COOP_WORKGROUP_BYTES: u32 =
+    (64 * 136 * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * 4 + 2 * 64 * 4 + 4) as u32;
+/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each 32
+/// rows and a quarter (of the tile's keys in S, of the head dim in O).
+const COOP_THREADS: u32 = 256;
 /// Keys per tile of the cooperative-matrix kernels (`BLOCK_N` in `attention_coop.wgsl`).
 #[doc(hidden)]
 pub const COOP_BLOCK_N: u32 = 64;
@@ -256,8 +232,7 @@ pub const COOP_BLOCK_N: u32 = 64;
 // run without wgpu's runtime checks (`Family::trusted`).
 const _: () = assert!(COOP_BLOCK_N == 64);
 
-/// Pipeline constants of the cooperative-matrix kernels for head dim `d` and `rows` query rows
-/// per workgroup (one of [`COOP_ROWS`]; anything but 32 gives 64): the tile sizes
+/// Pipeline constants of the cooperative-matrix kernels for head dim `d`: the tile sizes
 /// become compile-time constants of the driver's code (strides, loop bounds, how many O
 /// accumulators each subgroup holds).
 /// - BLOCK_N = 64 keys per tile: each K/V tile staged in workgroup memory feeds 64 rows, the
@@ -267,19 +242,14 @@ const _: () = assert!(COOP_BLOCK_N == 64);
 ///   also runs at 32: `tests/wgpu_coop_emulated.rs` swaps the matrix steps for scalar code
 ///   and runs it there, on lavapipe's 32 KiB.)
 /// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
-/// - BLOCK_M = rows: 64 or 32 ([`COOP_ROWS`]).
 #[doc(hidden)]
-pub fn coop_constants(d: usize, rows: u32) -> &'static [(&'static str, u32)] {
-    macro_rules! constants {
-        ($d:expr, $m:expr) => {
-            &[("HEAD_DIM", $d), ("BLOCK_N", COOP_BLOCK_N), ("BLOCK_M", $m)]
-        };
-    }
-    match (d <= 64, rows == 32) {
-        (true, false) => constants!(64, 64),
-        (true, true) => constants!(64, 32),
-        (false, false) => constants!(128, 64),
-        (false, true) => constants!(128, 32),
+pub fn coop_constants(d: usize) -> &'static [(&'static str, u32)] {
+    const D64: &[(&str, u32)] = &[("HEAD_DIM", 64), ("BLOCK_N", COOP_BLOCK_N)];
+    const D128: &[(&str, u32)] = &[("HEAD_DIM", 128), ("BLOCK_N", COOP_BLOCK_N)];
+    if d <= 64 {
+        D64
+    } else {
+        D128
     }
 }
 
@@ -553,21 +523,6 @@ pub const VARIANT_ENV: &str = "MINFERENCE_WGPU_VARIANT";
 pub struct WgpuBackend {
     ctx: Context,
     variant: Variant,
-    /// Query rows per workgroup of the cooperative-matrix kernels (one of [`COOP_ROWS`]).
-    coop_rows: u32,
-}
-
-/// The rows per workgroup named by [`COOP_ROWS_ENV`], or [`DEFAULT_COOP_ROWS`].
-fn coop_rows_from_env() -> Result<u32> {
-    match std::env::var(COOP_ROWS_ENV) {
-        Ok(s) if !s.is_empty() => s
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|r| COOP_ROWS.contains(r))
-            .ok_or_else(|| invalid(COOP_ROWS_ENV, format!("`{s}` is not one of {COOP_ROWS:?}"))),
-        _ => Ok(DEFAULT_COOP_ROWS),
-    }
 }
 
 impl WgpuBackend {
@@ -575,10 +530,8 @@ impl WgpuBackend {
     /// reports 16x16x16 f16 -> f32 cooperative matrices (its experimental features are then
     /// requested; f32 tensors still take the portable kernels), else `tiled`, else `rowwise`;
     /// or the variant named by `MINFERENCE_WGPU_VARIANT` (`rowwise`, `tiled`, `coop`).
-    /// The coop kernels run [`COOP_ROWS_ENV`]'s rows per workgroup (default
-    /// [`DEFAULT_COOP_ROWS`]). [`crate::Error::Unavailable`] when there is no adapter;
-    /// [`crate::Error::Unsupported`] when the named variant does not run on it;
-    /// [`crate::Error::InvalidArgument`] for a bad variable.
+    /// [`crate::Error::Unavailable`] when there is no adapter; [`crate::Error::Unsupported`]
+    /// when the named variant does not run on it.
     pub fn new() -> Result<Self> {
         match std::env::var(VARIANT_ENV) {
             Ok(s) if !s.is_empty() => {
@@ -591,11 +544,9 @@ impl WgpuBackend {
                 Self::with_variant(v)
             }
             _ => {
-                let coop_rows = coop_rows_from_env()?;
                 let mut b = Self {
                     ctx: Context::open(true)?,
                     variant: Variant::Rowwise,
-                    coop_rows,
                 };
                 b.variant = if Self::unsupported_reason(&b.ctx, Variant::CoopMatrix).is_none() {
                     Variant::CoopMatrix
@@ -610,7 +561,6 @@ impl WgpuBackend {
     /// Open the first wgpu adapter with `variant`; [`crate::Error::Unsupported`] when the
     /// adapter cannot run it (the message says why).
     pub fn with_variant(variant: Variant) -> Result<Self> {
-        let coop_rows = coop_rows_from_env()?;
         let ctx = Context::open(variant == Variant::CoopMatrix)?;
         if let Some(why) = Self::unsupported_reason(&ctx, variant) {
             return Err(crate::Error::Unsupported {
@@ -621,21 +571,12 @@ impl WgpuBackend {
                 ),
             });
         }
-        Ok(Self {
-            ctx,
-            variant,
-            coop_rows,
-        })
+        Ok(Self { ctx, variant })
     }
 
     /// The variant this backend runs.
     pub fn variant(&self) -> Variant {
         self.variant
-    }
-
-    /// Query rows per workgroup of the cooperative-matrix kernels (one of [`COOP_ROWS`]).
-    pub fn coop_rows(&self) -> u32 {
-        self.coop_rows
     }
 
     /// The fastest portable variant (no optional feature) this adapter runs: tiled, else
@@ -886,12 +827,11 @@ impl WgpuBackend {
         })
     }
 
-    /// Grid of the attention kernels: one workgroup per (block of `rows` query rows,
-    /// batch * head): `BLOCK_M` rows (the index's row block) in every variant but coop, whose
-    /// workgroups may hold half of one.
-    fn attention_grid(shape: &AttnShape, rows: usize) -> Result<[u32; 3]> {
+    /// Grid of the attention kernels: one workgroup per (row block of `BLOCK_M` rows,
+    /// batch * head), in every variant.
+    fn attention_grid(shape: &AttnShape) -> Result<[u32; 3]> {
         Ok([
-            u32_of("seq_len", shape.seq_len.div_ceil(rows))?,
+            u32_of("seq_len", shape.seq_len.div_ceil(BLOCK_M))?,
             u32_of("batch * q_heads", shape.batch * shape.q_heads)?,
             1,
         ])
@@ -922,13 +862,10 @@ impl WgpuBackend {
         let family = Self::attention_family(kind, variant);
         self.check_loop_budget(variant, family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
-        let (constants, rows) = if variant == Variant::CoopMatrix {
-            (
-                coop_constants(shape.head_dim, self.coop_rows),
-                self.coop_rows as usize,
-            )
+        let constants = if variant == Variant::CoopMatrix {
+            coop_constants(shape.head_dim)
         } else {
-            (&[][..], BLOCK_M)
+            &[]
         };
         let kernel = self
             .ctx
@@ -941,7 +878,7 @@ impl WgpuBackend {
             &mut encoder,
             &kernel,
             &buffers,
-            Self::attention_grid(&shape, rows)?,
+            Self::attention_grid(&shape)?,
         )?;
         self.ctx.submit(family.stem, encoder)
     }
@@ -1259,9 +1196,9 @@ impl Backend for WgpuBackend {
                     }
                     Variant::CoopMatrix => format!(
                         "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
-                         accumulation, {} query rows per workgroup, O in registers, lazy \
-                         rescaling) for f16 tensors; f32 and bf16 tensors run the {} kernels",
-                        self.coop_rows,
+                         accumulation, 64 query rows per workgroup, O in registers, lazy rescaling) \
+                         for f16 tensors; f32 and bf16 \
+                         tensors run the {} kernels",
                         self.portable_variant()
                     ),
                 }
