@@ -4,7 +4,8 @@
 // chain of ITERS fma: a fixed time per workgroup that co-resident workgroups do not slow down
 // while each scheduler holds at most 4 warps. Dispatching k workgroups per SM then takes about
 // ceil(k / resident) times as long as one per SM. `probe_live` does the same with LIVE vec4s
-// loaded before the chain and read by it on every step, so they stay in registers (the test
+// loaded before the chain and read by it, one component after the other, on every step (one
+// scalar chain still), so they stay in registers (the test
 // writes their declarations, loads and uses at the LIVE_* markers: about 4 LIVE + a few
 // registers per invocation; 0 in this file as it stands).
 
@@ -40,10 +41,10 @@ fn probe_live(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     }
     workgroupBarrier();
     // LIVE_LOAD
-    var x = vec4<f32>(pad[lid % SMEM_VEC4].x * 1e-9 + f32(wid.x) * 1e-7 + 1.0);
-    for (var i = 0u; i < ITERS / 64u; i++) {
-        x = fma(x, vec4<f32>(0.99999994), vec4<f32>(1e-7));
+    var x = pad[lid % SMEM_VEC4].x * 1e-9 + f32(wid.x) * 1e-7 + 1.0;
+    for (var i = 0u; i < ITERS / 128u; i++) {
+        x = fma(x, 0.99999994, 1e-7);
         // LIVE_USE
     }
-    out[wid.x * WG + lid] = dot(x, vec4<f32>(1.0)) + f32(arrayLength(&live_in)) * 0.0;
+    out[wid.x * WG + lid] = x + f32(arrayLength(&live_in)) * 0.0;
 }
