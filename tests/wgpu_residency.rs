@@ -33,10 +33,10 @@ struct Config {
 
 fn configs() -> Vec<Config> {
     let mut out = Vec::new();
-    // Workgroup memory sizes: none, 16 KiB, 24 KiB, the 32-row coop kernel's 31248, the
+    // Workgroup memory sizes: none, 16, 20, 24, 28 KiB, the 32-row coop kernel's 31248, the
     // 64-row coop kernel's 44816, 48 KiB.
     for wg in [128u32, 256] {
-        for bytes in [16u32, 16384, 24576, 31248, 44816, 49152] {
+        for bytes in [16u32, 16384, 20480, 24576, 28672, 31248, 44816, 49152] {
             out.push(Config {
                 entry: "probe",
                 wg,
