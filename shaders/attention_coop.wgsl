@@ -70,9 +70,9 @@ diagnostic(off, derivative_uniformity);
 
 /// Head dim, 64 or 128 (pipeline constant).
 override HEAD_DIM: u32 = 128u;
-/// Keys per tile (pipeline constant): 64, which the matrix steps need (4 key blocks of 16 in
-/// S). The rest of the core also runs at 32 (the scalar emulation does); `fetch_rows` takes
-/// 1, 2 or 4 passes.
+/// Keys per tile (pipeline constant): 64 (the wide mapping of the matrix steps) or 32 (the
+/// narrow one: 23,684 bytes of workgroup memory at HEAD_DIM = 128). `fetch_rows` takes 1, 2
+/// or 4 passes.
 override BLOCK_N: u32 = 64u;
 /// Query rows per workgroup: one index row block.
 const BLOCK_M: u32 = 64u;
@@ -107,7 +107,10 @@ const_assert ROW_LANES == 4u;
 /// above the functions: naga 30's override processing panicked on ones declared below.)
 override O_COLUMNS: u32 = HEAD_DIM / 4u;
 
-var<workgroup> kv_tile: array<vec4<f16>, BLOCK_M * KV_ROW4>; // [BLOCK_M or BLOCK_N, D] Q, then K, then V
+/// Rows of kv_tile: BLOCK_N (K or V of a tile; Q is staged through it BLOCK_N rows at a time).
+override KV_ROWS: u32 = BLOCK_N;
+
+var<workgroup> kv_tile: array<vec4<f16>, KV_ROWS * KV_ROW4>; // [BLOCK_N, D] Q rows, then K, then V
 var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;   // [BLOCK_M, BLOCK_N] raw scores
 var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;   // [BLOCK_M, BLOCK_N] P
 var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 4u>;    // [BLOCK_N] key of each slot, -1 none
@@ -163,19 +166,27 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     window_sink = n;
     window_local = n + 1u;
     pending = false;
-    for (var i = lid; i < BLOCK_M * D4; i += WORKGROUP_SIZE) {
-        let r = i / D4;
-        var x = vec4<f16>(0.0h);
-        if row0 + r < n {
-            x = q[q_base4 + (row0 + r) * D4 + i % D4];
-        }
-        kv_tile[r * KV_ROW4 + i % D4] = x;
-    }
     if lid == 0u {
         atomicStore(&rescale_flag, 0u);
     }
-    workgroupBarrier();
-    load_q_fragments();
+    // Q rows [KV_ROWS q_pass, +KV_ROWS) through kv_tile, one pass at a time (two with 32-key
+    // tiles), each followed by the fragment loads of the subgroups whose rows it holds.
+    for (var q_pass = 0u; q_pass < BLOCK_M / KV_ROWS; q_pass++) {
+        if q_pass > 0u {
+            workgroupBarrier(); // the previous pass's fragments are loaded
+        }
+        for (var i = lid; i < KV_ROWS * D4; i += WORKGROUP_SIZE) {
+            let r = i / D4;
+            let row = row0 + KV_ROWS * q_pass + r;
+            var x = vec4<f16>(0.0h);
+            if row < n {
+                x = q[q_base4 + row * D4 + i % D4];
+            }
+            kv_tile[r * KV_ROW4 + i % D4] = x;
+        }
+        workgroupBarrier();
+        load_q_fragments(q_pass);
+    }
     clear_o();
     // kv_tile is next written after the first tile's first barrier.
 }
@@ -408,13 +419,22 @@ fn finish_row_block() {
 
 // ---- matrix steps: the only code that touches cooperative matrices ----------------------
 // (tests/wgpu_coop_emulated.rs swaps this section for scalar code with the same contract.)
-// - load_q_fragments(): Q rows of the subgroup's slice from kv_tile (staged Q) into registers;
+// - load_q_fragments(q_pass): Q rows [KV_ROWS q_pass, +KV_ROWS), staged in kv_tile rows
+//   [0, KV_ROWS), into the registers of the subgroups that hold them;
 // - clear_o(): O = 0;
 // - scores(): s_tile[r][0, BLOCK_N) = Q[r] . K[s] for the K rows in kv_tile;
 // - accumulate_pv(): O[r] += sum_s P[r][s] V[s] (p_tile, V rows in kv_tile);
 // - rescale_o(): O[r] *= row_stat[r] (uses s_tile as scratch; workgroup-uniform, barriers);
 // - stash_o(pair): O columns [32 pair, 32 pair + 32) -> s_tile[r][0, 32) (the caller
 //   barriers before reading).
+// Two mappings of the 8 subgroups, by tile width (workgroup-uniform: BLOCK_N is a constant):
+// - wide (BLOCK_N = 64): subgroup `sg` holds rows [32 row_half, +32) (`row_half = sg / 4`),
+//   keys [16 quarter, +16) in S and columns [O_COLUMNS quarter, +O_COLUMNS) in O
+//   (`quarter = sg % 4`): every K, P and V fragment feeds two products;
+// - narrow (BLOCK_N = 32): subgroup `sg` holds the 16 rows [16 band, +16) (`band = sg / 2`),
+//   keys [16 side, +16) in S and columns [HEAD_DIM / 2 side, +HEAD_DIM / 2) in O
+//   (`side = sg % 2`): half the Q and S registers of the wide mapping, so that with under
+//   24 KiB of workgroup memory two workgroups share an SM (docs/coop.md).
 
 alias Acc = coop_mat16x16<f32, C>;
 alias MatA = coop_mat16x16<f16, A>;
@@ -423,8 +443,8 @@ alias MatB = coop_mat16x16<f16, B>;
 // Every matrix is a named variable, never an array element: the driver keeps named matrices
 // in registers, while arrays of matrices went to local memory (tests/wgpu_coop_bench.rs:
 // `matmul_direct_2x2_array` ran 6x slower than `matmul_direct_2x2`).
-// This subgroup's Q rows 32 row_half + [16 r, +16), dims [16 c, +16) in q<8 r + c> (c < 4
-// only at HEAD_DIM = 64).
+// Wide: this subgroup's Q rows 32 row_half + [16 r, +16), dims [16 c, +16) in q<8 r + c>
+// (c < 4 only at HEAD_DIM = 64). Narrow: rows 16 band + [0, 16), dims [16 c, +16) in q<c>.
 var<private> q0: MatA;
 var<private> q1: MatA;
 var<private> q2: MatA;
@@ -441,22 +461,63 @@ var<private> q12: MatA;
 var<private> q13: MatA;
 var<private> q14: MatA;
 var<private> q15: MatA;
-// Its quarter of the unnormalised O: rows 32 row_half + [16 r, +16), columns
-// O_COLUMNS quarter + [16 c, +16) in o<2 r + c> (o1, o3 only at HEAD_DIM = 128).
+// Its part of the unnormalised O. Wide: rows 32 row_half + [16 r, +16), columns
+// O_COLUMNS quarter + [16 c, +16) in o<2 r + c> (o1, o3 only at HEAD_DIM = 128). Narrow:
+// rows 16 band + [0, 16), columns HEAD_DIM / 2 side + [16 c, +16) in o<c> (o2, o3 only at
+// HEAD_DIM = 128).
 var<private> o0: Acc;
 var<private> o1: Acc;
 var<private> o2: Acc;
 var<private> o3: Acc;
-// The tile's scores of its rows 32 row_half + [16 r, +16), keys [16 quarter, +16) in s<r>.
+// The tile's scores. Wide: rows 32 row_half + [16 r, +16), keys [16 quarter, +16) in s<r>.
+// Narrow: rows 16 band + [0, 16), keys [16 side, +16), the even dims' products in s0 and the
+// odd ones' in s1 (two chains of half the depth), summed before the store.
 var<private> s0: Acc;
 var<private> s1: Acc;
 
-/// Q rows 32 row_half + [16 r, +16), dims [16 c, +16) from the staged Q in kv_tile.
+/// Whether the narrow mapping runs (32-key tiles).
+fn narrow() -> bool {
+    return BLOCK_N == 32u;
+}
+
+/// Narrow mapping: the subgroup's 16-row band (0..4) and side (0..2).
+fn band() -> u32 {
+    return sg / 2u;
+}
+
+fn side() -> u32 {
+    return sg % 2u;
+}
+
+/// Q rows 32 row_half + [16 r, +16), dims [16 c, +16) from the staged Q in kv_tile (wide:
+/// all BLOCK_M rows are staged at once).
 fn q_frag(r: u32, c: u32) -> MatA {
     return coopLoadT<MatA>(&kv_tile[(2u * row_half + r) * TILE * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
-fn load_q_fragments() {
+/// Narrow: Q rows 16 band + [0, 16), dims [16 c, +16), staged at kv_tile row
+/// (16 band) % KV_ROWS.
+fn q_band_frag(c: u32) -> MatA {
+    return coopLoadT<MatA>(&kv_tile[((TILE * band()) % KV_ROWS) * KV_ROW4 + 4u * c], KV_ROW4);
+}
+
+fn load_q_fragments(q_pass: u32) {
+    if narrow() {
+        if (TILE * band()) / KV_ROWS != q_pass {
+            return; // subgroup-uniform: another q_pass stages this band
+        }
+        q0 = q_band_frag(0u);
+        q1 = q_band_frag(1u);
+        q2 = q_band_frag(2u);
+        q3 = q_band_frag(3u);
+        if HEAD_DIM > 64u {
+            q4 = q_band_frag(4u);
+            q5 = q_band_frag(5u);
+            q6 = q_band_frag(6u);
+            q7 = q_band_frag(7u);
+        }
+        return;
+    }
     q0 = q_frag(0u, 0u);
     q1 = q_frag(0u, 1u);
     q2 = q_frag(0u, 2u);
@@ -484,22 +545,37 @@ fn clear_o() {
     o3 = Acc();
 }
 
-/// Keys [16 quarter, +16), dims [16 c, +16) as the B operand K^T (column-major view of row-major K).
-fn k_frag(c: u32) -> MatB {
-    return coopLoad<MatB>(&kv_tile[TILE * quarter * KV_ROW4 + 4u * c], KV_ROW4);
+/// Keys [16 kb, +16), dims [16 c, +16) as the B operand K^T (column-major view of row-major K).
+fn k_frag(kb: u32, c: u32) -> MatB {
+    return coopLoad<MatB>(&kv_tile[TILE * kb * KV_ROW4 + 4u * c], KV_ROW4);
 }
 
-/// One 16-dim step of S: the K fragment feeds both row blocks.
+/// Wide: one 16-dim step of S, the K fragment feeding both row blocks.
 fn score_step(qa: MatA, qb: MatA, c: u32) {
-    let kf = k_frag(c);
+    let kf = k_frag(quarter, c);
     s0 = coopMultiplyAdd(qa, kf, s0);
     s1 = coopMultiplyAdd(qb, kf, s1);
 }
 
-// Needs BLOCK_N = 64: four subgroups of 16 keys per row half.
+/// Narrow: two 16-dim steps of S, one into each chain.
+fn score_pair(qa: MatA, qb: MatA, c: u32) {
+    s0 = coopMultiplyAdd(qa, k_frag(side(), c), s0);
+    s1 = coopMultiplyAdd(qb, k_frag(side(), c + 1u), s1);
+}
+
 fn scores() {
     s0 = Acc();
     s1 = Acc();
+    if narrow() {
+        score_pair(q0, q1, 0u);
+        score_pair(q2, q3, 2u);
+        if HEAD_DIM > 64u {
+            score_pair(q4, q5, 4u);
+            score_pair(q6, q7, 6u);
+        }
+        coopStoreT(s0 + s1, &s_tile[TILE * band() * S_ROW4 + 4u * side()], S_ROW4);
+        return;
+    }
     score_step(q0, q8, 0u);
     score_step(q1, q9, 1u);
     score_step(q2, q10, 2u);
@@ -515,55 +591,93 @@ fn scores() {
     coopStoreT(s1, &s_tile[at + TILE * S_ROW4], S_ROW4);
 }
 
-/// V rows [16 j, 16 j + 16), columns O_COLUMNS quarter + [16 c, +16) as the B operand
-/// (row-major).
-fn v_frag(j: u32, c: u32) -> MatB {
-    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + (O_COLUMNS * quarter) / 4u + 4u * c], KV_ROW4);
+/// V rows [16 j, 16 j + 16), columns [col, col + 16) as the B operand (row-major).
+fn v_frag(j: u32, col: u32) -> MatB {
+    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + col / 4u], KV_ROW4);
 }
 
-/// P rows 32 row_half + [16 r, +16), keys [16 j, +16).
-fn p_frag(r: u32, j: u32) -> MatA {
-    return coopLoadT<MatA>(&p_tile[(2u * row_half + r) * TILE * P_ROW4 + 4u * j], P_ROW4);
+/// P rows [row, row + 16), keys [16 j, +16).
+fn p_frag(row: u32, j: u32) -> MatA {
+    return coopLoadT<MatA>(&p_tile[row * P_ROW4 + 4u * j], P_ROW4);
 }
 
-/// O += P[rows, keys 16 j..] . V[keys 16 j.., columns]: each P and V fragment feeds two
+/// Wide: O += P[rows, keys 16 j..] . V[keys 16 j.., columns]: each P and V fragment feeds two
 /// independent products.
 fn pv_step(j: u32) {
-    let p0 = p_frag(0u, j);
-    let p1 = p_frag(1u, j);
-    let v0 = v_frag(j, 0u);
+    let p0 = p_frag(2u * row_half * TILE, j);
+    let p1 = p_frag((2u * row_half + 1u) * TILE, j);
+    let col = O_COLUMNS * quarter;
+    let v0 = v_frag(j, col);
     o0 = coopMultiplyAdd(p0, v0, o0);
     o2 = coopMultiplyAdd(p1, v0, o2);
     if O_COLUMNS > 16u {
-        let v1 = v_frag(j, 1u);
+        let v1 = v_frag(j, col + 16u);
         o1 = coopMultiplyAdd(p0, v1, o1);
         o3 = coopMultiplyAdd(p1, v1, o3);
     }
 }
 
-fn accumulate_pv() {
-    pv_step(0u);
-    pv_step(1u);
-    if BLOCK_N > 32u {
-        pv_step(2u);
-        pv_step(3u);
+/// Narrow: O[band, its columns] += P[band, keys 16 j..] . V[keys 16 j.., its columns]: the P
+/// fragment feeds HEAD_DIM / 32 products.
+fn pv_band_step(j: u32) {
+    let p = p_frag(TILE * band(), j);
+    let col = (HEAD_DIM / 2u) * side();
+    o0 = coopMultiplyAdd(p, v_frag(j, col), o0);
+    o1 = coopMultiplyAdd(p, v_frag(j, col + 16u), o1);
+    if HEAD_DIM > 64u {
+        o2 = coopMultiplyAdd(p, v_frag(j, col + 32u), o2);
+        o3 = coopMultiplyAdd(p, v_frag(j, col + 48u), o3);
     }
 }
 
+fn accumulate_pv() {
+    if narrow() {
+        pv_band_step(0u);
+        pv_band_step(1u);
+        return;
+    }
+    pv_step(0u);
+    pv_step(1u);
+    pv_step(2u);
+    pv_step(3u);
+}
+
 /// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-
-/// uniform): two subgroups do at HEAD_DIM = 128 (one per row half), four at 64.
+/// uniform). Wide: two subgroups do at HEAD_DIM = 128 (one per row half), four at 64.
+/// Narrow: the four subgroups of one side (each for its band).
 fn owns_pair(pair: u32) -> bool {
+    if narrow() {
+        return (32u * pair) / (HEAD_DIM / 2u) == side();
+    }
     return (O_COLUMNS * quarter) / 32u == pair;
 }
 
-/// Where this subgroup's O block goes in s_tile (vec4 index of its first element): its rows,
-/// its columns' offset inside their pair.
+/// Wide: where this subgroup's O block goes in s_tile (vec4 index of its first element): its
+/// rows, its columns' offset inside their pair.
 fn stash_at(r: u32) -> u32 {
     return (2u * row_half + r) * TILE * S_ROW4 + ((O_COLUMNS * quarter) % 32u) / 4u;
 }
 
-/// This subgroup's O block into s_tile (its rows, its columns within the pair's 32).
-fn stash_own() {
+/// Narrow: whether the pair is the second of the side's two (HEAD_DIM = 128), whose columns
+/// are in o2, o3.
+fn second_pair(pair: u32) -> bool {
+    return HEAD_DIM > 64u && pair % 2u == 1u;
+}
+
+/// This subgroup's O block(s) of `pair` into s_tile (its rows, its columns within the
+/// pair's 32).
+fn stash_own(pair: u32) {
+    if narrow() {
+        let at = TILE * band() * S_ROW4;
+        if second_pair(pair) {
+            coopStoreT(o2, &s_tile[at], S_ROW4);
+            coopStoreT(o3, &s_tile[at + 4u], S_ROW4);
+        } else {
+            coopStoreT(o0, &s_tile[at], S_ROW4);
+            coopStoreT(o1, &s_tile[at + 4u], S_ROW4);
+        }
+        return;
+    }
     coopStoreT(o0, &s_tile[stash_at(0u)], S_ROW4);
     coopStoreT(o2, &s_tile[stash_at(1u)], S_ROW4);
     if O_COLUMNS > 16u {
@@ -572,8 +686,19 @@ fn stash_own() {
     }
 }
 
-/// This subgroup's O block back from s_tile.
-fn unstash_own() {
+/// This subgroup's O block(s) of `pair` back from s_tile.
+fn unstash_own(pair: u32) {
+    if narrow() {
+        let at = TILE * band() * S_ROW4;
+        if second_pair(pair) {
+            o2 = coopLoadT<Acc>(&s_tile[at], S_ROW4);
+            o3 = coopLoadT<Acc>(&s_tile[at + 4u], S_ROW4);
+        } else {
+            o0 = coopLoadT<Acc>(&s_tile[at], S_ROW4);
+            o1 = coopLoadT<Acc>(&s_tile[at + 4u], S_ROW4);
+        }
+        return;
+    }
     o0 = coopLoadT<Acc>(&s_tile[stash_at(0u)], S_ROW4);
     o2 = coopLoadT<Acc>(&s_tile[stash_at(1u)], S_ROW4);
     if O_COLUMNS > 16u {
@@ -598,11 +723,11 @@ fn scale_stash() {
 fn rescale_o() {
     for (var pair = 0u; pair < HEAD_DIM / 32u; pair++) {
         if owns_pair(pair) {
-            stash_own();
+            stash_own(pair);
         }
         scale_stash();
         if owns_pair(pair) {
-            unstash_own();
+            unstash_own(pair);
         }
         workgroupBarrier();
     }
@@ -610,7 +735,7 @@ fn rescale_o() {
 
 fn stash_o(pair: u32) {
     if owns_pair(pair) {
-        stash_own();
+        stash_own(pair);
     }
 }
 // ---- end of matrix steps -----------------------------------------------------------------

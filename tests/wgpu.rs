@@ -572,7 +572,9 @@ variant_suite!(coop, super::Variant::CoopMatrix);
 /// so this is what CI checks.
 #[test]
 fn coop_shaders_validate_and_compile_to_spirv() {
-    use minference::wgpu_backend::{coop_constants, COOP_SOURCES, COOP_WORKGROUP_BYTES};
+    use minference::wgpu_backend::{
+        coop_constants, coop_workgroup_bytes, COOP_BLOCK_NS, COOP_SOURCES, COOP_WORKGROUP_BYTES,
+    };
     use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
     for (stem, source) in COOP_SOURCES {
         let module = naga::front::wgsl::parse_str(source)
@@ -591,8 +593,11 @@ fn coop_shaders_validate_and_compile_to_spirv() {
             module.entry_points.iter().any(|e| e.name == entry),
             "{stem}: no entry point `{entry}`"
         );
-        for d in [64, 128] {
-            let constants = coop_constants(d)
+        for (d, block_n) in [64, 128]
+            .into_iter()
+            .flat_map(|d| COOP_BLOCK_NS.map(|n| (d, n)))
+        {
+            let constants = coop_constants(d, block_n)
                 .iter()
                 .map(|&(k, v)| (k.to_string(), f64::from(v)))
                 .collect();
@@ -602,7 +607,7 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 Some((naga::ShaderStage::Compute, &entry)),
                 &constants,
             )
-            .unwrap_or_else(|e| panic!("{stem} D={d}: pipeline constants: {e}"));
+            .unwrap_or_else(|e| panic!("{stem} D={d} BLOCK_N={block_n}: pipeline constants: {e}"));
             let workgroup_bytes: u32 = m
                 .global_variables
                 .iter()
@@ -611,13 +616,14 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 .sum();
             if d == 128 {
                 assert_eq!(
-                    workgroup_bytes, COOP_WORKGROUP_BYTES,
-                    "{stem}: workgroup memory of the WGSL vs COOP_WORKGROUP_BYTES"
+                    workgroup_bytes,
+                    coop_workgroup_bytes(block_n),
+                    "{stem} BLOCK_N={block_n}: workgroup memory of the WGSL vs coop_workgroup_bytes"
                 );
             }
             assert!(
                 workgroup_bytes <= COOP_WORKGROUP_BYTES,
-                "{stem} D={d}: {workgroup_bytes} bytes"
+                "{stem} D={d} BLOCK_N={block_n}: {workgroup_bytes} bytes"
             );
             let options = naga::back::spv::Options {
                 lang_version: (1, 3),
@@ -628,7 +634,7 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 entry_point: entry.clone(),
             };
             let words = naga::back::spv::write_vec(&m, &i, &options, Some(&pipeline))
-                .unwrap_or_else(|e| panic!("{stem} D={d}: SPIR-V error: {e}"));
+                .unwrap_or_else(|e| panic!("{stem} D={d} BLOCK_N={block_n}: SPIR-V error: {e}"));
             assert!(words.len() > 100, "{stem}: {} SPIR-V words", words.len());
         }
     }

@@ -28,9 +28,12 @@ const SCALAR_MATRIX_STEPS: &str = r#"
 var<private> q_emul: array<vec4<f32>, 32>; // Q row srow, D4 used
 var<private> o_emul: array<vec4<f32>, 8>;  // O row srow, this quarter's D4 / 4 used
 
-fn load_q_fragments() {
+fn load_q_fragments(q_pass: u32) {
+    if srow / KV_ROWS != q_pass {
+        return;
+    }
     for (var c = 0u; c < D4; c++) {
-        q_emul[c] = vec4<f32>(kv_tile[srow * KV_ROW4 + c]);
+        q_emul[c] = vec4<f32>(kv_tile[(srow % KV_ROWS) * KV_ROW4 + c]);
     }
 }
 

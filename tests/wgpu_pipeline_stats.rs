@@ -17,7 +17,7 @@
 use std::ffi::{CStr, CString};
 
 use ash::vk;
-use minference::wgpu_backend::{coop_constants, COOP_SOURCES};
+use minference::wgpu_backend::{coop_constants, COOP_BLOCK_NS, COOP_SOURCES};
 
 #[path = "residency_source.rs"]
 mod residency_source;
@@ -37,15 +37,17 @@ fn subjects() -> Vec<Subject> {
         if stem == "a_shape_attention_coop" {
             continue; // the same core as dense
         }
-        out.push(Subject {
-            label: format!("{stem} (D = 128)"),
-            source: source.to_string(),
-            entry: format!("{stem}_f16"),
-            constants: coop_constants(128)
-                .iter()
-                .map(|&(k, v)| (k.to_string(), f64::from(v)))
-                .collect(),
-        });
+        for block_n in COOP_BLOCK_NS {
+            out.push(Subject {
+                label: format!("{stem} (D = 128, BLOCK_N = {block_n})"),
+                source: source.to_string(),
+                entry: format!("{stem}_f16"),
+                constants: coop_constants(128, block_n)
+                    .iter()
+                    .map(|&(k, v)| (k.to_string(), f64::from(v)))
+                    .collect(),
+            });
+        }
     }
     let bench = include_str!("../shaders/coop_matmul_bench.wgsl");
     for entry in [

@@ -220,8 +220,26 @@ const VERTICAL_SLASH_INDEX: Family = Family {
 /// s_tile 64 x (64 + 4) f32, p_tile 64 x (64 + 8) f16, tile_keys 64 i32, row_stat 2 x 64 f32,
 /// rescale_flag.
 #[doc(hidden)]
-pub const COOP_WORKGROUP_BYTES: u32 =
-    (64 * 136 * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * 4 + 2 * 64 * 4 + 4) as u32;
+pub const COOP_WORKGROUP_BYTES: u32 = coop_workgroup_bytes(COOP_BLOCK_N);
+/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` with `block_n`-key
+/// tiles: kv_tile block_n x (128 + 8) f16, s_tile 64 x (block_n + 4) f32, p_tile 64 x
+/// (block_n + 8) f16, tile_keys block_n i32, row_stat 2 x 64 f32, rescale_flag (44804 bytes
+/// at 64 keys, 23684 at 32).
+#[doc(hidden)]
+pub const fn coop_workgroup_bytes(block_n: u32) -> u32 {
+    block_n * 136 * 2
+        + 64 * (block_n + 4) * 4
+        + 64 * (block_n + 8) * 2
+        + block_n * 4
+        + 2 * 64 * 4
+        + 4
+}
+/// The tile widths the cooperative-matrix kernels run (`BLOCK_N`): 64 (wide mapping) and 32
+/// (narrow mapping, under 24 KiB of workgroup memory).
+pub const COOP_BLOCK_NS: [u32; 2] = [64, 32];
+/// The environment variable that picks the cooperative-matrix kernels' tile width (one of
+/// [`COOP_BLOCK_NS`]; default [`COOP_BLOCK_N`]).
+pub const COOP_BLOCK_N_ENV: &str = "MINFERENCE_WGPU_COOP_BLOCK_N";
 /// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each 32
 /// rows and a quarter (of the tile's keys in S, of the head dim in O).
 const COOP_THREADS: u32 = 256;
@@ -242,14 +260,14 @@ const _: () = assert!(COOP_BLOCK_N == 64);
 ///   also runs at 32: `tests/wgpu_coop_emulated.rs` swaps the matrix steps for scalar code
 ///   and runs it there, on lavapipe's 32 KiB.)
 /// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
+/// - BLOCK_N = `block_n`: 64 or 32 ([`COOP_BLOCK_NS`]; anything but 32 gives 64).
 #[doc(hidden)]
-pub fn coop_constants(d: usize) -> &'static [(&'static str, u32)] {
-    const D64: &[(&str, u32)] = &[("HEAD_DIM", 64), ("BLOCK_N", COOP_BLOCK_N)];
-    const D128: &[(&str, u32)] = &[("HEAD_DIM", 128), ("BLOCK_N", COOP_BLOCK_N)];
-    if d <= 64 {
-        D64
-    } else {
-        D128
+pub fn coop_constants(d: usize, block_n: u32) -> &'static [(&'static str, u32)] {
+    match (d <= 64, block_n == 32) {
+        (true, false) => &[("HEAD_DIM", 64), ("BLOCK_N", 64)],
+        (true, true) => &[("HEAD_DIM", 64), ("BLOCK_N", 32)],
+        (false, false) => &[("HEAD_DIM", 128), ("BLOCK_N", 64)],
+        (false, true) => &[("HEAD_DIM", 128), ("BLOCK_N", 32)],
     }
 }
 
@@ -523,6 +541,26 @@ pub const VARIANT_ENV: &str = "MINFERENCE_WGPU_VARIANT";
 pub struct WgpuBackend {
     ctx: Context,
     variant: Variant,
+    /// Keys per tile of the cooperative-matrix kernels (one of [`COOP_BLOCK_NS`]).
+    coop_block_n: u32,
+}
+
+/// The tile width named by [`COOP_BLOCK_N_ENV`], or [`COOP_BLOCK_N`].
+fn coop_block_n_from_env() -> Result<u32> {
+    match std::env::var(COOP_BLOCK_N_ENV) {
+        Ok(s) if !s.is_empty() => s
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| COOP_BLOCK_NS.contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    COOP_BLOCK_N_ENV,
+                    format!("`{s}` is not one of {COOP_BLOCK_NS:?}"),
+                )
+            }),
+        _ => Ok(COOP_BLOCK_N),
+    }
 }
 
 impl WgpuBackend {
@@ -544,9 +582,11 @@ impl WgpuBackend {
                 Self::with_variant(v)
             }
             _ => {
+                let coop_block_n = coop_block_n_from_env()?;
                 let mut b = Self {
                     ctx: Context::open(true)?,
                     variant: Variant::Rowwise,
+                    coop_block_n,
                 };
                 b.variant = if Self::unsupported_reason(&b.ctx, Variant::CoopMatrix).is_none() {
                     Variant::CoopMatrix
@@ -561,6 +601,7 @@ impl WgpuBackend {
     /// Open the first wgpu adapter with `variant`; [`crate::Error::Unsupported`] when the
     /// adapter cannot run it (the message says why).
     pub fn with_variant(variant: Variant) -> Result<Self> {
+        let coop_block_n = coop_block_n_from_env()?;
         let ctx = Context::open(variant == Variant::CoopMatrix)?;
         if let Some(why) = Self::unsupported_reason(&ctx, variant) {
             return Err(crate::Error::Unsupported {
@@ -571,7 +612,11 @@ impl WgpuBackend {
                 ),
             });
         }
-        Ok(Self { ctx, variant })
+        Ok(Self {
+            ctx,
+            variant,
+            coop_block_n,
+        })
     }
 
     /// The variant this backend runs.
@@ -863,7 +908,7 @@ impl WgpuBackend {
         self.check_loop_budget(variant, family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
         let constants = if variant == Variant::CoopMatrix {
-            coop_constants(shape.head_dim)
+            coop_constants(shape.head_dim, self.coop_block_n)
         } else {
             &[]
         };
@@ -1196,9 +1241,9 @@ impl Backend for WgpuBackend {
                     }
                     Variant::CoopMatrix => format!(
                         "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
-                         accumulation, 64 query rows per workgroup, O in registers, lazy rescaling) \
-                         for f16 tensors; f32 and bf16 \
-                         tensors run the {} kernels",
+                         accumulation, 64 query rows x {} keys per tile, O in registers, lazy \
+                         rescaling) for f16 tensors; f32 and bf16 tensors run the {} kernels",
+                        self.coop_block_n,
                         self.portable_variant()
                     ),
                 }
