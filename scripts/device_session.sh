@@ -57,6 +57,21 @@ coopbench)
   echo "== coop matmul microbenchmark"
   timeout 200 $D/wgpu_coop_bench-test --ignored coop_matmul_throughput --nocapture 2>&1 \
     | grep -vE "^(running|test result|$)" ;;
+coopn)
+  # The coop variant at each tile width in BLOCKN_LIST (MINFERENCE_WGPU_COOP_BLOCK_N, default
+  # "64 32"): its tests (coop required), `check`, and `minference bench` of it against CUDA in
+  # one run (JSON under $OUT).
+  pats=${VB_PATTERNS:-dense,a-shape,vertical-slash:1000,6096,block-sparse:100}
+  for n in ${BLOCKN_LIST:-64 32}; do
+    echo "== coop BLOCK_N $n: wgpu coop tests"
+    MINFERENCE_WGPU_COOP_BLOCK_N=$n MINFERENCE_REQUIRE_WGPU_VARIANTS=coop timeout 300 $D/wgpu-test --test-threads=2 coop 2>&1 \
+      | grep -E "^test |test result|panicked|FAIL|SKIPPED" | grep -v " ok$"
+    echo "== coop BLOCK_N $n: check wgpu coop"
+    MINFERENCE_WGPU_COOP_BLOCK_N=$n MINFERENCE_WGPU_VARIANT=coop timeout 200 $D/minference check --backend wgpu 2>&1 | tail -2
+    echo "== coop BLOCK_N $n: minference bench wgpu (coop) and cuda, one run"
+    MINFERENCE_WGPU_COOP_BLOCK_N=$n timeout 400 $D/minference bench --backend wgpu,cuda --dtype f16 --heads ${VB_H:-32} \
+      --seq-lens ${VB_N:-16384,65536} --patterns $pats --json $OUT/bench_coop_n$n.json 2>&1 | grep -E "^\| wgpu|^\| cuda|backend wgpu:" | sort -u
+  done ;;
 residency)
   # How many workgroups the driver keeps on one SM by workgroup size, workgroup memory and
   # registers held (tests/wgpu_residency.rs; RESIDENCY_SMS, default 132).
