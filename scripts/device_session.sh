@@ -59,10 +59,10 @@ coopbench)
     | grep -vE "^(running|test result|$)" ;;
 coopn)
   # The coop variant at each tile width in BLOCKN_LIST (MINFERENCE_WGPU_COOP_BLOCK_N, default
-  # "64 32"): its tests (coop required), `check`, and `minference bench` of it against CUDA in
+  # "32 64"): its tests (coop required), `check`, and `minference bench` of it against CUDA in
   # one run (JSON under $OUT).
   pats=${VB_PATTERNS:-dense,a-shape,vertical-slash:1000,6096,block-sparse:100}
-  for n in ${BLOCKN_LIST:-64 32}; do
+  for n in ${BLOCKN_LIST:-32 64}; do
     echo "== coop BLOCK_N $n: wgpu coop tests"
     MINFERENCE_WGPU_COOP_BLOCK_N=$n MINFERENCE_REQUIRE_WGPU_VARIANTS=coop timeout 300 $D/wgpu-test --test-threads=2 coop 2>&1 \
       | grep -E "^test |test result|panicked|FAIL|SKIPPED" | grep -v " ok$"

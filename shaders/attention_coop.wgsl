@@ -3,15 +3,20 @@
 // its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
 // One workgroup of 256 invocations (8 subgroups of 32) owns BLOCK_M = 64 query rows of one
-// (batch, query head), the index's row block. Subgroup `sg` owns the 32 rows
-// [32 row_half, +32) (`row_half = sg / 4`) and the quarter `quarter = sg % 4`: of the tile's
-// keys in S = Q K^T (keys [16 quarter, +16), against its Q rows held in registers as 16x16 A
-// fragments, all of D) and of the head dim in O += P V (columns [D/4 quarter, +D/4), f32
-// accumulators held for the whole key walk). Every K, P and V fragment it loads thus feeds
-// two products. Eight subgroups of a quarter of the work each rather than four of a
-// 16-row slice each: the matmul microbenchmark (tests/wgpu_coop_bench.rs) ran 8 subgroups x
-// 8 accumulators at 144 TFLOP/s and 4 x 16 at 108 with the same tile per workgroup, and this
-// kernel went from 78 to 116 TFLOP/s (docs/coop.md).
+// (batch, query head), the index's row block, and walks its keys BLOCK_N at a time. Two
+// mappings of the matrix work onto the subgroups (see the matrix steps section):
+// - narrow (BLOCK_N = 32, the backend's default): subgroup `sg` owns the 16 rows
+//   [16 band, +16) (`band = sg / 2`), the keys [16 side, +16) of S = Q K^T (against its Q
+//   rows held in registers as 16x16 A fragments, all of D) and the columns
+//   [D/2 side, +D/2) of O += P V (`side = sg % 2`; f32 accumulators held for the whole key
+//   walk). 120 registers and 23,684 bytes of workgroup memory: two workgroups (16 warps)
+//   share an H100/H200 SM, whose Vulkan driver keeps only one workgroup of more than about
+//   24 KiB (tests/wgpu_residency.rs); the two overlap each other's barriers and softmax.
+// - wide (BLOCK_N = 64): subgroup `sg` owns the 32 rows [32 row_half, +32)
+//   (`row_half = sg / 4`), the keys [16 quarter, +16) of S and the columns [D/4 quarter,
+//   +D/4) of O (`quarter = sg % 4`): every K, P and V fragment feeds two products and the
+//   per-tile overhead is paid once per 64 keys, but 177 registers and 44,804 bytes leave one
+//   workgroup (8 warps) per SM. 8-18% slower than narrow on the H200 (docs/coop.md).
 // Per key tile of BLOCK_N keys (`attend_tile`):
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
 //   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
@@ -25,18 +30,18 @@
 // P, fine for f16 and the f32 sums); only then are O's rows scaled, through workgroup memory
 // (`rescale_o`), for the whole workgroup at once. On the first visible tile of a row O and l
 // are still 0 and nothing is scaled, so for typical data it is rare after the first tile.
-// Workgroup memory (HEAD_DIM = 128, BLOCK_N = 64): kv_tile 17408 (Q at the start, then K and
-// V of each tile in turn; rows padded by 8 halves) + s_tile 17408 (f32 scores, rows padded by
-// 4; also the scratch of the O rescale and store) + p_tile 9216 (f16 P, rows padded by 8)
-// + tile_keys 256 + row_stat 512 + rescale_flag 4 = 44804 bytes (`COOP_WORKGROUP_BYTES`),
-// under the 48 KiB Vulkan gives on NVIDIA. The paddings put the rows of a 16x16 fragment in
+// Workgroup memory (HEAD_DIM = 128; `coop_workgroup_bytes`): kv_tile BLOCK_N rows (Q at the
+// start, BLOCK_N rows a pass, then K and V of each tile in turn; rows padded by 8 halves)
+// + s_tile 64 rows (f32 scores, rows padded by 4; also the scratch of the O rescale and
+// store) + p_tile 64 rows (f16 P, rows padded by 8) + tile_keys + row_stat 512 +
+// rescale_flag 4: 8704 + 9216 + 5120 + 128 + 516 = 23684 bytes at BLOCK_N = 32, 17408 +
+// 17408 + 9216 + 256 + 516 = 44804 at 64, under the 48 KiB Vulkan gives on NVIDIA. The paddings put the rows of a 16x16 fragment in
 // distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
 // HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
 // strides, loop bounds and the number of accumulators are compile-time for the driver.
 // The backend builds these modules without wgpu's runtime checks (`Family::trusted`). What
-// keeps every access in range then, and what the backend guarantees for it: BLOCK_N = 64 and
-// HEAD_DIM 64 or 128 (`coop_constants`, with a compile-time check of COOP_BLOCK_N; other head
-// dims are refused), subgroups of exactly 32 so subgroup_id < 8 (checked before the variant
+// keeps every access in range then, and what the backend guarantees for it: BLOCK_N 32 or 64
+// and HEAD_DIM 64 or 128 (`coop_constants`; other head dims are refused), subgroups of exactly 32 so subgroup_id < 8 (checked before the variant
 // is offered), 256 invocations (the entry points' workgroup size); with those, every
 // workgroup-array index below is in range by construction (local_invocation_index,
 // subgroup_id and constants), every loop ends, every divisor is a nonzero constant or a

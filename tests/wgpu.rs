@@ -567,13 +567,13 @@ variant_suite!(coop, super::Variant::CoopMatrix);
 /// Every cooperative-matrix WGSL module parses, validates with the capabilities the coop
 /// variant opens the device with (cooperative matrices, f16, subgroups), declares its
 /// `{stem}_f16` entry point and, specialised with the backend's pipeline constants for each
-/// head dim (as wgpu does when it builds the pipeline), fits the workgroup memory the backend
+/// head dim and tile width (as wgpu does when it builds the pipeline), fits the workgroup memory the backend
 /// checks for and compiles to SPIR-V. Needs no GPU: lavapipe cannot run cooperative matrices,
 /// so this is what CI checks.
 #[test]
 fn coop_shaders_validate_and_compile_to_spirv() {
     use minference::wgpu_backend::{
-        coop_constants, coop_workgroup_bytes, COOP_BLOCK_NS, COOP_SOURCES, COOP_WORKGROUP_BYTES,
+        coop_constants, coop_workgroup_bytes, COOP_BLOCK_NS, COOP_SOURCES,
     };
     use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
     for (stem, source) in COOP_SOURCES {
@@ -622,7 +622,7 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 );
             }
             assert!(
-                workgroup_bytes <= COOP_WORKGROUP_BYTES,
+                workgroup_bytes <= coop_workgroup_bytes(block_n),
                 "{stem} D={d} BLOCK_N={block_n}: {workgroup_bytes} bytes"
             );
             let options = naga::back::spv::Options {

@@ -20,15 +20,17 @@
 //!     [`WgpuBackend::new`] when the adapter's workgroup limits fit it and it has no
 //!     cooperative matrices;
 //!   - [`Variant::CoopMatrix`] (`attention_coop.wgsl`, stems `{kind}_coop`, f16 tensors only):
-//!     Q.K^T and P.V on 16x16x16 cooperative matrices, 64 rows x 64 keys per tile, 8 subgroups
-//!     of 32 (each 32 rows x a quarter of the keys in S and of the head dim in O) with Q, O
-//!     and S in named matrix registers, K/V staged 16 bytes a chunk, O rescaled lazily; head
-//!     dim and tile as pipeline constants ([`coop_constants`]); modules built without wgpu's
+//!     Q.K^T and P.V on 16x16x16 cooperative matrices, 64 rows x 32 keys per tile, 8 subgroups
+//!     of 32 (each 16 rows x half the keys in S and half the head dim in O; 64-key tiles with
+//!     32-row subgroups by [`COOP_BLOCK_N_ENV`]) with Q, O and S in named matrix registers, K/V
+//!     staged 16 bytes a chunk, O rescaled lazily, under 24 KiB of workgroup memory so that
+//!     two workgroups share an SM; head dim and tile as pipeline constants
+//!     ([`coop_constants`]); modules built without wgpu's
 //!     runtime checks (`Family::trusted`); the device opts into
 //!     `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16` and `SUBGROUP` only where the adapter
 //!     has them and reports a 16x16x16 f16->f32 configuration. Chosen by [`WgpuBackend::new`]
-//!     there (proven on the H100 through Vulkan: every suite and vector, 6.8-7.3x the tiled
-//!     variant's speed dense, 5.5-6.5x sparse); f32 tensors take the portable kernels.
+//!     there (proven on the H100 and H200 through Vulkan: every suite and vector; 7.5x the
+//!     tiled variant's speed dense, 6-7x sparse); f32 tensors take the portable kernels.
 //!
 //! Storage: f32 as f32 words, f16 as packed pairs in u32 words (`unpack2x16float`, so no
 //! SHADER_F16 feature is needed), bf16 converted to f32 on upload and rounded back on download.
@@ -215,16 +217,10 @@ const VERTICAL_SLASH_INDEX: Family = Family {
     trusted: false,
 };
 
-/// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` and `COOP_BLOCK_N`
-/// (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile 64 x (128 + 8) f16,
-/// s_tile 64 x (64 + 4) f32, p_tile 64 x (64 + 8) f16, tile_keys 64 i32, row_stat 2 x 64 f32,
-/// rescale_flag.
-#[doc(hidden)]
-pub const COOP_WORKGROUP_BYTES: u32 = coop_workgroup_bytes(COOP_BLOCK_N);
 /// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` with `block_n`-key
-/// tiles: kv_tile block_n x (128 + 8) f16, s_tile 64 x (block_n + 4) f32, p_tile 64 x
-/// (block_n + 8) f16, tile_keys block_n i32, row_stat 2 x 64 f32, rescale_flag (44804 bytes
-/// at 64 keys, 23684 at 32).
+/// tiles (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile block_n x
+/// (128 + 8) f16, s_tile 64 x (block_n + 4) f32, p_tile 64 x (block_n + 8) f16, tile_keys
+/// block_n i32, row_stat 2 x 64 f32, rescale_flag (44804 bytes at 64 keys, 23684 at 32).
 #[doc(hidden)]
 pub const fn coop_workgroup_bytes(block_n: u32) -> u32 {
     block_n * 136 * 2
@@ -234,40 +230,45 @@ pub const fn coop_workgroup_bytes(block_n: u32) -> u32 {
         + 2 * 64 * 4
         + 4
 }
-/// The tile widths the cooperative-matrix kernels run (`BLOCK_N`): 64 (wide mapping) and 32
-/// (narrow mapping, under 24 KiB of workgroup memory).
-pub const COOP_BLOCK_NS: [u32; 2] = [64, 32];
+/// The tile widths the cooperative-matrix kernels run (`BLOCK_N`, see [`coop_constants`]): 32
+/// (the narrow mapping, the default) and 64 (the wide one).
+pub const COOP_BLOCK_NS: [u32; 2] = [32, 64];
 /// The environment variable that picks the cooperative-matrix kernels' tile width (one of
 /// [`COOP_BLOCK_NS`]; default [`COOP_BLOCK_N`]).
 pub const COOP_BLOCK_N_ENV: &str = "MINFERENCE_WGPU_COOP_BLOCK_N";
 /// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each 32
 /// rows and a quarter (of the tile's keys in S, of the head dim in O).
 const COOP_THREADS: u32 = 256;
-/// Keys per tile of the cooperative-matrix kernels (`BLOCK_N` in `attention_coop.wgsl`).
+/// Keys per tile of the cooperative-matrix kernels by default (`BLOCK_N` in
+/// `attention_coop.wgsl`; [`COOP_BLOCK_N_ENV`] picks another of [`COOP_BLOCK_NS`]).
 #[doc(hidden)]
-pub const COOP_BLOCK_N: u32 = 64;
-// The matrix steps of `attention_coop.wgsl` index workgroup memory for 64-key tiles only, and
-// run without wgpu's runtime checks (`Family::trusted`).
-const _: () = assert!(COOP_BLOCK_N == 64);
+pub const COOP_BLOCK_N: u32 = 32;
+// The matrix steps of `attention_coop.wgsl` index workgroup memory for 32- and 64-key tiles
+// only, and run without wgpu's runtime checks (`Family::trusted`).
+const _: () = assert!(COOP_BLOCK_N == COOP_BLOCK_NS[0]);
 
-/// Pipeline constants of the cooperative-matrix kernels for head dim `d`: the tile sizes
-/// become compile-time constants of the driver's code (strides, loop bounds, how many O
-/// accumulators each subgroup holds).
-/// - BLOCK_N = 64 keys per tile: each K/V tile staged in workgroup memory feeds 64 rows, the
-///   per-tile overhead (4 barriers, the software pipeline's hand-offs) is paid once per 64
-///   keys, and the matrix steps give each of the 8 subgroups 16 of the keys in S; the scores
-///   (64 x 68 f32) are what bounds it at 48 KiB of workgroup memory. (The rest of the kernel
-///   also runs at 32: `tests/wgpu_coop_emulated.rs` swaps the matrix steps for scalar code
-///   and runs it there, on lavapipe's 32 KiB.)
+/// Pipeline constants of the cooperative-matrix kernels for head dim `d` and `block_n` keys
+/// per tile: the tile sizes become compile-time constants of the driver's code (strides,
+/// loop bounds, how many O accumulators each subgroup holds).
+/// - BLOCK_N = 32 (the default, the narrow mapping): each subgroup holds 16 rows x 16 keys
+///   of S and 16 rows x D/2 of O; 120 registers per invocation and 23,684 bytes of
+///   workgroup memory, so two workgroups (16 warps) share an H100/H200 SM, whose Vulkan
+///   driver keeps only one workgroup of more than about 24 KiB per SM
+///   (`tests/wgpu_residency.rs`); 4 barriers per 32 keys.
+/// - BLOCK_N = 64 (the wide mapping): each subgroup holds 32 rows x 16 keys of S and 32 rows
+///   x D/4 of O (every K, P and V fragment feeds two products), 4 barriers per 64 keys, but
+///   177 registers and 44,804 bytes: one workgroup (8 warps) per SM. 8-18% slower than the
+///   narrow mapping on the H200 (docs/coop.md).
 /// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
-/// - BLOCK_N = `block_n`: 64 or 32 ([`COOP_BLOCK_NS`]; anything but 32 gives 64).
+///
+/// Anything but 64 for `block_n` gives 32.
 #[doc(hidden)]
 pub fn coop_constants(d: usize, block_n: u32) -> &'static [(&'static str, u32)] {
-    match (d <= 64, block_n == 32) {
-        (true, false) => &[("HEAD_DIM", 64), ("BLOCK_N", 64)],
-        (true, true) => &[("HEAD_DIM", 64), ("BLOCK_N", 32)],
-        (false, false) => &[("HEAD_DIM", 128), ("BLOCK_N", 64)],
-        (false, true) => &[("HEAD_DIM", 128), ("BLOCK_N", 32)],
+    match (d <= 64, block_n == 64) {
+        (true, true) => &[("HEAD_DIM", 64), ("BLOCK_N", 64)],
+        (true, false) => &[("HEAD_DIM", 64), ("BLOCK_N", 32)],
+        (false, true) => &[("HEAD_DIM", 128), ("BLOCK_N", 64)],
+        (false, false) => &[("HEAD_DIM", 128), ("BLOCK_N", 32)],
     }
 }
 
@@ -588,7 +589,9 @@ impl WgpuBackend {
                     variant: Variant::Rowwise,
                     coop_block_n,
                 };
-                b.variant = if Self::unsupported_reason(&b.ctx, Variant::CoopMatrix).is_none() {
+                b.variant = if Self::unsupported_reason(&b.ctx, Variant::CoopMatrix, coop_block_n)
+                    .is_none()
+                {
                     Variant::CoopMatrix
                 } else {
                     b.portable_variant()
@@ -603,7 +606,7 @@ impl WgpuBackend {
     pub fn with_variant(variant: Variant) -> Result<Self> {
         let coop_block_n = coop_block_n_from_env()?;
         let ctx = Context::open(variant == Variant::CoopMatrix)?;
-        if let Some(why) = Self::unsupported_reason(&ctx, variant) {
+        if let Some(why) = Self::unsupported_reason(&ctx, variant, coop_block_n) {
             return Err(crate::Error::Unsupported {
                 backend: NAME,
                 what: format!(
@@ -627,7 +630,7 @@ impl WgpuBackend {
     /// The fastest portable variant (no optional feature) this adapter runs: tiled, else
     /// rowwise.
     fn portable_variant(&self) -> Variant {
-        if Self::unsupported_reason(&self.ctx, Variant::Tiled).is_none() {
+        if Self::unsupported_reason(&self.ctx, Variant::Tiled, self.coop_block_n).is_none() {
             Variant::Tiled
         } else {
             Variant::Rowwise
@@ -739,12 +742,13 @@ impl WgpuBackend {
     pub fn available_variants(&self) -> Vec<Variant> {
         Variant::ALL
             .into_iter()
-            .filter(|v| Self::unsupported_reason(&self.ctx, *v).is_none())
+            .filter(|v| Self::unsupported_reason(&self.ctx, *v, self.coop_block_n).is_none())
             .collect()
     }
 
     /// Why `ctx`'s adapter cannot run `variant`, or `None` when it can.
-    fn unsupported_reason(ctx: &Context, variant: Variant) -> Option<String> {
+    /// (`coop_block_n`: the cooperative-matrix kernels' tile width.)
+    fn unsupported_reason(ctx: &Context, variant: Variant, coop_block_n: u32) -> Option<String> {
         match variant {
             Variant::Rowwise => None,
             Variant::Tiled => {
@@ -773,10 +777,11 @@ impl WgpuBackend {
                     return Some(why.clone());
                 }
                 let have = ctx.limits.max_compute_workgroup_storage_size;
-                if have < COOP_WORKGROUP_BYTES {
+                let need = coop_workgroup_bytes(coop_block_n);
+                if have < need {
                     return Some(format!(
                         "max_compute_workgroup_storage_size is {have} bytes, the cooperative-matrix \
-                         kernels need {COOP_WORKGROUP_BYTES}"
+                         kernels with {coop_block_n}-key tiles need {need}"
                     ));
                 }
                 let a = &ctx.adapter_info;
@@ -1451,7 +1456,8 @@ impl Backend for WgpuBackend {
 
 const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
 // The 48 KiB of workgroup memory Vulkan gives on NVIDIA.
-const _: () = assert!(COOP_WORKGROUP_BYTES <= 48 * 1024);
+const _: () = assert!(coop_workgroup_bytes(64) <= 48 * 1024);
+const _: () = assert!(coop_workgroup_bytes(32) <= 24 * 1024);
 
 #[cfg(test)]
 mod tests {
