@@ -17,15 +17,20 @@ override ITERS: u32 = 65536u;
 
 var<workgroup> pad: array<vec4<f32>, SMEM_VEC4>;
 
-@compute @workgroup_size(WG)
-fn probe(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    // Step 1: touch the workgroup memory.
+/// Touch the workgroup memory (so the driver allocates it), then the chain's start value,
+/// which depends on it and on the workgroup.
+fn start_value(lid: u32, wid: vec3<u32>) -> f32 {
     for (var i = lid; i < SMEM_VEC4; i += WG) {
         pad[i] = vec4<f32>(f32(i));
     }
     workgroupBarrier();
-    // Step 2: the dependent chain (the store keeps it live).
-    var x = pad[lid % SMEM_VEC4].x * 1e-9 + f32(wid.x) * 1e-7 + 1.0;
+    return pad[lid % SMEM_VEC4].x * 1e-9 + f32(wid.x) * 1e-7 + 1.0;
+}
+
+@compute @workgroup_size(WG)
+fn probe(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    var x = start_value(lid, wid);
+    // The dependent chain (the store keeps it live).
     for (var i = 0u; i < ITERS; i++) {
         x = fma(x, 0.99999994, 1e-7);
     }
@@ -36,12 +41,8 @@ fn probe(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: 
 
 @compute @workgroup_size(WG)
 fn probe_live(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    for (var i = lid; i < SMEM_VEC4; i += WG) {
-        pad[i] = vec4<f32>(f32(i));
-    }
-    workgroupBarrier();
+    var x = start_value(lid, wid);
     // LIVE_LOAD
-    var x = pad[lid % SMEM_VEC4].x * 1e-9 + f32(wid.x) * 1e-7 + 1.0;
     for (var i = 0u; i < ITERS / 128u; i++) {
         x = fma(x, 0.99999994, 1e-7);
         // LIVE_USE
