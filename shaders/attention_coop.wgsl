@@ -35,19 +35,20 @@
 // + s_tile 64 rows (f32 scores, rows padded by 4; also the scratch of the O rescale and
 // store) + p_tile 64 rows (f16 P, rows padded by 8) + tile_keys + row_stat 512 +
 // rescale_flag 4: 8704 + 9216 + 5120 + 128 + 516 = 23684 bytes at BLOCK_N = 32, 17408 +
-// 17408 + 9216 + 256 + 516 = 44804 at 64, under the 48 KiB Vulkan gives on NVIDIA. The paddings put the rows of a 16x16 fragment in
-// distinct bank groups (row strides of 16 bytes mod 128) and keep them 16-byte aligned.
+// 17408 + 9216 + 256 + 516 = 44804 at 64, under the 48 KiB Vulkan gives on NVIDIA. The
+// paddings put the rows of a 16x16 fragment in distinct bank groups (row strides of 16 bytes
+// mod 128) and keep them 16-byte aligned.
 // HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
 // strides, loop bounds and the number of accumulators are compile-time for the driver.
 // The backend builds these modules without wgpu's runtime checks (`Family::trusted`). What
 // keeps every access in range then, and what the backend guarantees for it: BLOCK_N 32 or 64
-// and HEAD_DIM 64 or 128 (`coop_constants`; other head dims are refused), subgroups of exactly 32 so subgroup_id < 8 (checked before the variant
-// is offered), 256 invocations (the entry points' workgroup size); with those, every
-// workgroup-array index below is in range by construction (local_invocation_index,
-// subgroup_id and constants), every loop ends, every divisor is a nonzero constant or a
-// validated param (Hq a multiple of Hkv >= 1), and the storage reads stay inside the head
-// (rows < N; keys from ranges below N, or from an index validated on upload or built by the
-// backend's own kernels).
+// and HEAD_DIM 64 or 128 (`coop_constants`; other head dims are refused), subgroups of
+// exactly 32 so subgroup_id < 8 (checked before the variant is offered), 256 invocations
+// (the entry points' workgroup size); with those, every workgroup-array index below is in
+// range by construction (local_invocation_index, subgroup_id and constants), every loop
+// ends, every divisor is a nonzero constant or a validated param (Hq a multiple of Hkv >= 1),
+// and the storage reads stay inside the head (rows < N; keys from ranges below N, or from an
+// index validated on upload or built by the backend's own kernels).
 // Uniformity: coop ops must run in subgroup-uniform control flow and barriers in workgroup-
 // uniform control flow. WGSL's analysis treats every builtin (subgroup_id) and every storage
 // or atomic read (block_count, rescale_flag, ...) as non-uniform, so it is turned off below;
@@ -509,7 +510,7 @@ fn q_band_frag(c: u32) -> MatA {
 fn load_q_fragments(q_pass: u32) {
     if narrow() {
         if (TILE * band()) / KV_ROWS != q_pass {
-            return; // subgroup-uniform: another q_pass stages this band
+            return; // subgroup-uniform: another pass stages this band
         }
         q0 = q_band_frag(0u);
         q1 = q_band_frag(1u);

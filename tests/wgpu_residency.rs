@@ -1,5 +1,5 @@
-//! How many workgroups the adapter's driver keeps on one SM at once, by workgroup size and
-//! workgroup memory (`shaders/residency_probe.wgsl`).
+//! How many workgroups the adapter's driver keeps on one SM at once, by workgroup size,
+//! workgroup memory and registers held (`shaders/residency_probe.wgsl`).
 //!
 //! `workgroups_per_sm` (ignored: run by hand on a GPU, `PARTS=residency` of
 //! `scripts/device_session.sh`) dispatches k x SMS workgroups of a fixed amount of work (SMS:
@@ -7,8 +7,11 @@
 //! time against k = 1: about 1 while k workgroups fit an SM at once, about k / resident past
 //! it. It answers whether a kernel that leaves room for two workgroups per SM in registers and
 //! workgroup memory gets them through this driver (the cooperative-matrix kernels'
-//! occupancy, docs/coop.md). The register limit is not probed (the chain needs few); the
-//! driver's register counts are `tests/wgpu_pipeline_stats.rs`'s.
+//! occupancy, docs/coop.md). The `probe` rows take few registers and vary workgroup memory;
+//! the `probe_live` rows hold `LIVE` vec4s in registers (the driver's counts for them:
+//! `tests/wgpu_pipeline_stats.rs`, 109 and 189 on the H200). Measured there: registers limit
+//! residency as the register file says, workgroup memory to about 50-57 KiB per SM in all
+//! (two workgroups of 24 KiB, one of 28 KiB).
 //!
 //! `residency_probe_validates` (not ignored, no GPU) checks the shader with naga.
 

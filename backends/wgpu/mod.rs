@@ -236,8 +236,8 @@ pub const COOP_BLOCK_NS: [u32; 2] = [32, 64];
 /// The environment variable that picks the cooperative-matrix kernels' tile width (one of
 /// [`COOP_BLOCK_NS`]; default [`COOP_BLOCK_N`]).
 pub const COOP_BLOCK_N_ENV: &str = "MINFERENCE_WGPU_COOP_BLOCK_N";
-/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32, each 32
-/// rows and a quarter (of the tile's keys in S, of the head dim in O).
+/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32 in both
+/// mappings ([`coop_constants`]).
 const COOP_THREADS: u32 = 256;
 /// Keys per tile of the cooperative-matrix kernels by default (`BLOCK_N` in
 /// `attention_coop.wgsl`; [`COOP_BLOCK_N_ENV`] picks another of [`COOP_BLOCK_NS`]).
@@ -546,22 +546,28 @@ pub struct WgpuBackend {
     coop_block_n: u32,
 }
 
-/// The tile width named by [`COOP_BLOCK_N_ENV`], or [`COOP_BLOCK_N`].
+/// The tile width named by [`COOP_BLOCK_N_ENV`], or [`COOP_BLOCK_N`] when it is unset or
+/// empty.
 fn coop_block_n_from_env() -> Result<u32> {
     match std::env::var(COOP_BLOCK_N_ENV) {
-        Ok(s) if !s.is_empty() => s
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| COOP_BLOCK_NS.contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    COOP_BLOCK_N_ENV,
-                    format!("`{s}` is not one of {COOP_BLOCK_NS:?}"),
-                )
-            }),
+        Ok(s) if !s.is_empty() => parse_coop_block_n(&s),
         _ => Ok(COOP_BLOCK_N),
     }
+}
+
+/// A tile width as [`COOP_BLOCK_N_ENV`] gives it: one of [`COOP_BLOCK_NS`], else an error
+/// naming the variable and the value.
+fn parse_coop_block_n(s: &str) -> Result<u32> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| COOP_BLOCK_NS.contains(n))
+        .ok_or_else(|| {
+            invalid(
+                COOP_BLOCK_N_ENV,
+                format!("`{s}` is not one of {COOP_BLOCK_NS:?}"),
+            )
+        })
 }
 
 impl WgpuBackend {
@@ -1500,6 +1506,24 @@ mod tests {
             let default = wgpu::Limits::default().max_compute_workgroup_storage_size;
             assert!(bytes <= default, "{}: {bytes} bytes", family.stem);
         }
+    }
+
+    /// `MINFERENCE_WGPU_COOP_BLOCK_N` takes the two tile widths and names itself and the value
+    /// in its error otherwise.
+    #[test]
+    fn coop_block_n_parses_and_names_bad_values() {
+        assert_eq!(parse_coop_block_n("32").ok(), Some(32));
+        assert_eq!(parse_coop_block_n(" 64 ").ok(), Some(64));
+        for bad in ["48", "0", "wide", "-32"] {
+            let e = parse_coop_block_n(bad).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                e.contains(COOP_BLOCK_N_ENV) && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        // Both widths fit WebGPU's 48 KiB here, the default the 24 KiB two workgroups per SM need.
+        assert!(coop_workgroup_bytes(64) <= 48 * 1024);
+        assert_eq!(coop_workgroup_bytes(COOP_BLOCK_N), 23_684);
     }
 
     /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
