@@ -567,9 +567,9 @@ variant_suite!(coop, super::Variant::CoopMatrix);
 /// Every cooperative-matrix WGSL module parses, validates with the capabilities the coop
 /// variant opens the device with (cooperative matrices, f16, subgroups), declares its
 /// `{stem}_f16` entry point and, specialised with the backend's pipeline constants for each
-/// head dim and tile width (as wgpu does when it builds the pipeline), fits the workgroup memory the backend
-/// checks for and compiles to SPIR-V. Needs no GPU: lavapipe cannot run cooperative matrices,
-/// so this is what CI checks.
+/// head dim and tile width (as wgpu does when it builds the pipeline), fits the workgroup
+/// memory the backend checks for and compiles to SPIR-V. Needs no GPU: lavapipe cannot run
+/// cooperative matrices, so this is what CI checks.
 #[test]
 fn coop_shaders_validate_and_compile_to_spirv() {
     use minference::wgpu_backend::{

@@ -3,9 +3,10 @@
 //!
 //! `coop_pipeline_statistics` (ignored: run by hand on a GPU whose Vulkan driver has
 //! `VK_KHR_pipeline_executable_properties`) opens the wgpu adapter's Vulkan device through
-//! wgpu-hal with that extension added, compiles the coop attention kernels (and two kernels of
-//! the matmul microbenchmark and the residency probe, for calibration) to SPIR-V with naga as wgpu would (pipeline
-//! constants applied; with and without wgpu's runtime checks), builds each compute pipeline
+//! wgpu-hal with that extension added, compiles the coop attention kernels at each tile width
+//! (and kernels of the matmul microbenchmark and the residency probe, for calibration) to
+//! SPIR-V with naga as wgpu would (pipeline constants applied; with and without wgpu's
+//! runtime checks), builds each compute pipeline
 //! with `VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR`, and prints every statistic the driver
 //! gives (on NVIDIA: register count, local memory, shared memory, ...). The register count
 //! sets how many workgroups share an SM, which the timings alone cannot tell
