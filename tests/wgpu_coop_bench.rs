@@ -18,6 +18,10 @@
 use half::f16;
 use wgpu::util::DeviceExt;
 
+#[path = "pass_timer.rs"]
+mod pass_timer;
+use pass_timer::{median as median_of, PassTimer};
+
 const SOURCE: &str = include_str!("../shaders/coop_matmul_bench.wgsl");
 const WARMUP: usize = 3;
 const REPS: usize = 15;
@@ -269,23 +273,7 @@ fn coop_matmul_throughput() {
         mapped_at_creation: false,
     });
     let runs = (WARMUP + REPS) as u32;
-    let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-        label: Some("coop bench timestamps"),
-        ty: wgpu::QueryType::Timestamp,
-        count: 2 * runs,
-    });
-    let resolved = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("timestamps"),
-        size: 16 * runs as u64,
-        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let stamps = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("timestamps staging"),
-        size: 16 * runs as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let timer = PassTimer::new(&device, &queue, runs);
     let desc = || wgpu::ShaderModuleDescriptor {
         label: Some("coop_matmul_bench"),
         source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
@@ -333,7 +321,6 @@ fn coop_matmul_throughput() {
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let period_ns = queue.get_timestamp_period() as f64;
     let flops = 2.0 * (dim as f64).powi(3);
     let mut wrong = Vec::new();
     eprintln!("C = A B, {dim} x {dim} x {dim}, f16 -> f32; median of {REPS} after {WARMUP} warm-up dispatches (timestamp queries)");
@@ -384,18 +371,13 @@ fn coop_matmul_throughput() {
         for run in 0..runs {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(k.entry),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(2 * run),
-                    end_of_pass_write_index: Some(2 * run + 1),
-                }),
+                timestamp_writes: Some(timer.writes(run)),
             });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &group, &[]);
             pass.dispatch_workgroups(dim / k.block.1, dim / k.block.0, 1);
         }
-        encoder.resolve_query_set(&queries, 0..2 * runs, &resolved, 0);
-        encoder.copy_buffer_to_buffer(&resolved, 0, &stamps, 0, 16 * runs as u64);
+        timer.resolve(&mut encoder);
         encoder.copy_buffer_to_buffer(&c, 0, &staging, 0, c_bytes);
         queue.submit([encoder.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -403,21 +385,16 @@ fn coop_matmul_throughput() {
             wrong.push(format!("{} ({checks})", k.entry));
             continue;
         }
-        stamps.map_async(wgpu::MapMode::Read, .., |r| r.expect("map timestamps"));
+        timer.map();
         staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map c"));
         device
             .poll(wgpu::PollType::wait_indefinitely())
             .expect("poll");
-        let ticks: Vec<u64> =
-            bytemuck::pod_collect_to_vec(&stamps.get_mapped_range(..).expect("stamps"));
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).expect("c"));
-        stamps.unmap();
         staging.unmap();
-        let mut ms: Vec<f64> = (WARMUP..WARMUP + REPS)
-            .map(|r| ticks[2 * r + 1].wrapping_sub(ticks[2 * r]) as f64 * period_ns * 1e-6)
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        let median = ms[REPS / 2];
+        // The timed runs after the warm-up ones, sorted by `median_of` (ms[0] is the fastest).
+        let mut ms = timer.millis().split_off(WARMUP);
+        let median = median_of(&mut ms);
         // Spot check 64 entries against f64 (inputs exact in f16; f32 accumulation); the
         // repeated products' entries grow with DIM / k, so their error is relative.
         let mut max_err = 0.0f64;

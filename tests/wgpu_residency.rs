@@ -20,6 +20,9 @@ use wgpu::util::DeviceExt;
 #[path = "residency_source.rs"]
 mod residency_source;
 use residency_source::{residency_source, SOURCE};
+#[path = "pass_timer.rs"]
+mod pass_timer;
+use pass_timer::{median, PassTimer};
 
 const REPS: usize = 5;
 /// Live vec4s of the register-holding runs (`probe_live`).
@@ -84,6 +87,7 @@ fn residency_probe_validates() {
             .replace("        // LIVE_USE\n", "")
     );
 }
+
 #[test]
 #[ignore]
 fn workgroups_per_sm() {
@@ -118,49 +122,41 @@ fn workgroups_per_sm() {
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-        label: Some("residency timestamps"),
-        ty: wgpu::QueryType::Timestamp,
-        count: 2 * REPS as u32,
-    });
-    let resolved = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("timestamps"),
-        size: 16 * REPS as u64,
-        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let stamps = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("timestamps staging"),
-        size: 16 * REPS as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let timer = PassTimer::new(&device, &queue, REPS as u32);
     let live_max = LIVE.iter().copied().max().unwrap_or(1);
     let live_in = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("live_in"),
         contents: bytemuck::cast_slice(&vec![0.999_999_94f32; 4 * live_max]),
         usage: wgpu::BufferUsages::STORAGE,
     });
-    let period_ns = f64::from(queue.get_timestamp_period());
     let limit = device.limits().max_compute_workgroup_storage_size;
     eprintln!(
         "device: {} ({:?}, {} {}); {sms} SMs assumed; workgroup memory limit {limit} bytes",
         info.name, info.backend, info.driver, info.driver_info
     );
     eprintln!("median of {REPS} dispatches; time of k workgroups per SM / time of 1 (about 1 while they fit at once)");
+    // One module per live count (the configurations share them).
+    let mut modules: Vec<(usize, wgpu::ShaderModule)> = Vec::new();
     for c in configs() {
         if c.bytes > limit {
             continue;
         }
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("residency_probe"),
-            source: wgpu::ShaderSource::Wgsl(residency_source(c.live).into()),
-        });
+        if !modules.iter().any(|(live, _)| *live == c.live) {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("residency_probe"),
+                source: wgpu::ShaderSource::Wgsl(residency_source(c.live).into()),
+            });
+            modules.push((c.live, module));
+        }
+        let module = modules
+            .iter()
+            .find_map(|(live, m)| (*live == c.live).then_some(m))
+            .expect("module built above");
         let (wg, bytes) = (c.wg, c.bytes);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(c.entry),
             layout: None,
-            module: &module,
+            module,
             entry_point: Some(c.entry),
             compilation_options: wgpu::PipelineCompilationOptions {
                 constants: &[("WG", f64::from(wg)), ("SMEM_VEC4", f64::from(bytes / 16))],
@@ -183,63 +179,49 @@ fn workgroups_per_sm() {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        {
-            let mut times = Vec::new();
-            for k in 1..=max_k {
-                let mut encoder = device.create_command_encoder(&Default::default());
-                // One warm-up dispatch, then REPS timed ones.
-                {
-                    let mut pass = encoder.begin_compute_pass(&Default::default());
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &group, &[]);
-                    pass.dispatch_workgroups(sms * k, 1, 1);
-                }
-                for r in 0..REPS as u32 {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("probe"),
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: &queries,
-                            beginning_of_pass_write_index: Some(2 * r),
-                            end_of_pass_write_index: Some(2 * r + 1),
-                        }),
-                    });
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &group, &[]);
-                    pass.dispatch_workgroups(sms * k, 1, 1);
-                }
-                encoder.resolve_query_set(&queries, 0..2 * REPS as u32, &resolved, 0);
-                encoder.copy_buffer_to_buffer(&resolved, 0, &stamps, 0, 16 * REPS as u64);
-                queue.submit([encoder.finish()]);
-                stamps.map_async(wgpu::MapMode::Read, .., |r| r.expect("map timestamps"));
-                device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .expect("poll");
-                let ticks: Vec<u64> =
-                    bytemuck::pod_collect_to_vec(&stamps.get_mapped_range(..).expect("stamps"));
-                stamps.unmap();
-                let mut ms: Vec<f64> = (0..REPS)
-                    .map(|r| ticks[2 * r + 1].wrapping_sub(ticks[2 * r]) as f64 * period_ns * 1e-6)
-                    .collect();
-                ms.sort_by(f64::total_cmp);
-                times.push(ms[REPS / 2]);
+        let mut times = Vec::new();
+        for k in 1..=max_k {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            // One warm-up dispatch, then REPS timed ones.
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(sms * k, 1, 1);
             }
-            let ratios: Vec<String> = times
-                .iter()
-                .enumerate()
-                .map(|(i, t)| format!("k={}: {:.2}", i + 1, t / times[0]))
-                .collect();
-            // Resident: the largest k whose time stays within 30% of k = 1.
-            let resident = times.iter().take_while(|t| **t < 1.3 * times[0]).count();
-            eprintln!(
-                "{:<10} live {:>2} vec4, workgroup {wg:>3} invocations, {bytes:>5} bytes: k=1 {:.3} ms; {}; resident per SM: {}{}",
-                c.entry,
-                c.live,
-                times[0],
-                ratios.join(", "),
-                resident,
-                if resident as u32 == max_k { "+" } else { "" }
-            );
-            assert!(times.iter().all(|t| *t > 0.0), "timestamps did not advance");
+            for r in 0..REPS as u32 {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("probe"),
+                    timestamp_writes: Some(timer.writes(r)),
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(sms * k, 1, 1);
+            }
+            timer.resolve(&mut encoder);
+            queue.submit([encoder.finish()]);
+            timer.map();
+            device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .expect("poll");
+            times.push(median(&mut timer.millis()));
         }
+        let ratios: Vec<String> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("k={}: {:.2}", i + 1, t / times[0]))
+            .collect();
+        // Resident: the largest k whose time stays within 30% of k = 1.
+        let resident = times.iter().take_while(|t| **t < 1.3 * times[0]).count();
+        eprintln!(
+            "{:<10} live {:>2} vec4, workgroup {wg:>3} invocations, {bytes:>5} bytes: k=1 {:.3} ms; {}; resident per SM: {}{}",
+            c.entry,
+            c.live,
+            times[0],
+            ratios.join(", "),
+            resident,
+            if resident as u32 == max_k { "+" } else { "" }
+        );
+        assert!(times.iter().all(|t| *t > 0.0), "timestamps did not advance");
     }
 }
