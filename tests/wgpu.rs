@@ -565,39 +565,38 @@ fn bench_index_stages() {
 variant_suite!(coop, super::Variant::CoopMatrix);
 
 /// Every cooperative-matrix WGSL module parses, validates with the capabilities the coop
-/// variant opens the device with (cooperative matrices, f16, subgroups and their barrier),
-/// declares its entry point and, specialised with the backend's pipeline constants for each
+/// variant opens the device with (cooperative matrices, f16, subgroups), declares its
+/// `{stem}_f16` entry point and, specialised with the backend's pipeline constants for each
 /// head dim and tile width (as wgpu does when it builds the pipeline), fits the workgroup
 /// memory the backend checks for and compiles to SPIR-V. Needs no GPU: lavapipe cannot run
 /// cooperative matrices, so this is what CI checks.
 #[test]
 fn coop_shaders_validate_and_compile_to_spirv() {
     use minference::wgpu_backend::{
-        coop_constants, coop_sources, coop_workgroup_bytes, COOP_BLOCK_NS,
+        coop_constants, coop_workgroup_bytes, COOP_BLOCK_NS, COOP_SOURCES,
     };
     use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
-    for (block_n, (stem, source, entry)) in COOP_BLOCK_NS
-        .into_iter()
-        .flat_map(|n| coop_sources(n).map(|s| (n, s)))
-    {
+    for (stem, source) in COOP_SOURCES {
         let module = naga::front::wgsl::parse_str(source)
             .unwrap_or_else(|e| panic!("{stem}: WGSL parse error:\n{}", e.emit_to_string(source)));
         let caps = Capabilities::COOPERATIVE_MATRIX
             | Capabilities::SHADER_FLOAT16
             | Capabilities::SHADER_FLOAT16_IN_FLOAT32
-            | Capabilities::SUBGROUP
-            | Capabilities::SUBGROUP_BARRIER;
+            | Capabilities::SUBGROUP;
         let info = naga::valid::Validator::new(ValidationFlags::all(), caps)
             .subgroup_stages(ShaderStages::COMPUTE)
             .subgroup_operations(SubgroupOperationSet::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{stem}: validation error:\n{}", e.emit_to_string(source)));
-        let entry = entry.to_string();
+        let entry = format!("{stem}_f16");
         assert!(
             module.entry_points.iter().any(|e| e.name == entry),
             "{stem}: no entry point `{entry}`"
         );
-        for d in [64, 128] {
+        for (d, block_n) in [64, 128]
+            .into_iter()
+            .flat_map(|d| COOP_BLOCK_NS.map(|n| (d, n)))
+        {
             let constants = coop_constants(d, block_n)
                 .iter()
                 .map(|&(k, v)| (k.to_string(), f64::from(v)))

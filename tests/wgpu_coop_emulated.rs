@@ -1,25 +1,23 @@
 //! The cooperative-matrix kernels' control flow on an adapter without cooperative matrices.
 //!
 //! Lavapipe (CI) cannot run `coopLoad`/`coopMultiplyAdd`, so this test takes the coop WGSL,
-//! swaps its matrix-steps section (between the `---- matrix steps` markers: Q fragments, O
-//! accumulators, scores, P.V, the O rescale and stash) for scalar code with the same contract
-//! on the same workgroup arrays, and runs the result through raw wgpu: Q/K/V staging, the
-//! software pipeline across tiles, masks, the index walk, the online softmax with its lazy
-//! max, the rescale decisions, the barriers and the store are then the shipped code, checked
-//! against float64. Both cores: `attention_coop.wgsl` at BLOCK_N = 32 (the narrow mapping;
-//! lavapipe gives 32 KiB of workgroup memory, the wide mapping's 64-key tiles need 44 KiB)
-//! and `attention_coop_rows.wgsl` (16-key tiles), at D = 64 and 128. What it does not check
-//! is the matrix layout of the coop ops (the naga test checks that they validate; the GPU
-//! suite `coop::` checks the results).
+//! swaps its matrix-steps section (between the `---- matrix steps` markers of
+//! `attention_coop.wgsl`: Q fragments, O accumulators, scores, P.V, the O rescale and stash)
+//! for scalar code with the same contract on the same workgroup arrays, and runs the result
+//! through raw wgpu: Q/K/V staging, the software pipeline across tiles, masks, the index walk,
+//! the online softmax with its lazy max, the rescale decisions, the barriers and the store are
+//! then the shipped code, checked against float64. D = 64 and 128 with BLOCK_N = 32 (pipeline
+//! constants): lavapipe gives 32 KiB of workgroup memory, the backend's 64-key tiles need
+//! 44 KiB. What it does not check is the matrix layout of the coop ops (the naga test checks
+//! that they validate; the GPU suite `coop::` checks the results).
 
 use minference::generate::{random_qkv, rising_scores_qkv};
 use minference::vectors::reference_and_tolerance;
-use minference::wgpu_backend::{COOP_ROWS_SOURCES, COOP_SOURCES};
+use minference::wgpu_backend::COOP_SOURCES;
 use minference::{AttnShape, DType, HostTensor, Pattern};
 use wgpu::util::DeviceExt;
 
-/// Keys per tile of the emulated 8-subgroup kernels (pipeline constant; HEAD_DIM is the case's
-/// D).
+/// Keys per tile of the emulated kernels (pipeline constant; HEAD_DIM is the case's D).
 const BLOCK_N: f64 = 32.0;
 /// Query rows per workgroup (`BLOCK_M` of the coop core).
 const BLOCK_M: usize = 64;
@@ -96,128 +94,16 @@ fn stash_o(pair: u32) {
 }
 "#;
 
-/// Scalar stand-ins for the matrix steps of `attention_coop_rows.wgsl`: invocation
-/// (softmax_row(), key_half) holds Q row softmax_row() and O row softmax_row(), columns
-/// [key_half D / 2, (key_half + 1) D / 2).
-const SCALAR_ROWS_MATRIX_STEPS: &str = r#"
-var<private> q_emul: array<vec4<f32>, 32>; // Q row softmax_row(), D4 used
-var<private> o_emul: array<vec4<f32>, 16>; // O row softmax_row(), this half's D4 / 2 used
-
-fn load_q_fragments(q_pass: u32) {
-    if (TILE * sg) / KV_ROWS != q_pass {
-        return;
-    }
-    for (var c = 0u; c < D4; c++) {
-        q_emul[c] = vec4<f32>(kv_tile[(softmax_row() % KV_ROWS) * KV_ROW4 + c]);
-    }
-}
-
-fn clear_o() {
-    for (var c = 0u; c < D4 / 2u; c++) {
-        o_emul[c] = vec4<f32>(0.0);
-    }
-}
-
-fn scores() {
-    // Row softmax_row(), this half's keys.
-    for (var c4 = 2u * key_half; c4 < 2u * key_half + 2u; c4++) {
-        var s = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let key = 4u * c4 + e;
-            var acc = 0.0;
-            for (var c = 0u; c < D4; c++) {
-                acc += dot(q_emul[c], vec4<f32>(kv_tile[key * KV_ROW4 + c]));
-            }
-            s[e] = acc;
-        }
-        s_tile[softmax_row() * S_ROW4 + c4] = s;
-    }
-    subgroupBarrier();
-}
-
-fn accumulate_pv() {
-    let c0 = key_half * D4 / 2u;
-    for (var c = 0u; c < D4 / 2u; c++) {
-        var acc = o_emul[c];
-        for (var s = 0u; s < BLOCK_N; s++) {
-            let p = f32(p_tile[softmax_row() * P_ROW4 + s / 4u][s % 4u]);
-            acc += p * vec4<f32>(kv_tile[(BLOCK_N + s) * KV_ROW4 + c0 + c]);
-        }
-        o_emul[c] = acc;
-    }
-}
-
-fn rescale_o(correction: f32) {
-    for (var c = 0u; c < D4 / 2u; c++) {
-        o_emul[c] *= correction;
-    }
-    // The real rescale uses the subgroup's s_tile rows as scratch: nothing may rely on them
-    // after.
-    subgroupBarrier();
-    for (var c = 2u * key_half; c < 2u * key_half + 2u; c++) {
-        s_tile[softmax_row() * S_ROW4 + c] = vec4<f32>(-7.0e20);
-    }
-    subgroupBarrier();
-}
-
-fn stash_o(c: u32) {
-    // Columns [16 c, 16 c + 16) = vec4 columns [4 c, 4 c + 4), all held by one lane of the
-    // row; its partner reads half of them after the barrier.
-    subgroupBarrier();
-    for (var i = 0u; i < 4u; i++) {
-        let col4 = 4u * c + i;
-        if col4 / (D4 / 2u) == key_half {
-            s_tile[softmax_row() * S_ROW4 + i] = o_emul[col4 % (D4 / 2u)];
-        }
-    }
-    subgroupBarrier();
-}
-"#;
-
-/// One coop core as the emulation runs it.
-struct Core {
-    /// Its families' (stem, source).
-    sources: [(&'static str, &'static str); 3],
-    /// Scalar code for its matrix-steps section.
-    steps: &'static str,
-    /// Its pipeline constants besides HEAD_DIM.
-    constants: &'static [(&'static str, f64)],
-    /// Textual swaps besides the matrix steps (what the scalar code needs changed outside it).
-    swaps: &'static [(&'static str, &'static str)],
-}
-
-const CORES: [Core; 2] = [
-    Core {
-        sources: COOP_SOURCES,
-        steps: SCALAR_MATRIX_STEPS,
-        constants: &[("BLOCK_N", BLOCK_N)],
-        swaps: &[],
-    },
-    Core {
-        sources: COOP_ROWS_SOURCES,
-        steps: SCALAR_ROWS_MATRIX_STEPS,
-        constants: &[],
-        // Lavapipe's subgroups are narrower than 32: the core's 32-lane slices by index.
-        swaps: &[("sg = subgroup;", "sg = local / 32u;")],
-    },
-];
-
 const BEGIN: &str = "// ---- matrix steps";
 const END: &str = "// ---- end of matrix steps";
 
-/// The coop module of `stem` of `core` with its matrix steps swapped for the core's scalar
-/// steps.
-fn emulated_source(core: &Core, stem: &str) -> String {
-    let (_, src) = core
-        .sources
+/// The coop module of `stem` with its matrix steps swapped for `SCALAR_MATRIX_STEPS`.
+fn emulated_source(stem: &str) -> String {
+    let (_, src) = COOP_SOURCES
         .iter()
         .find(|(s, _)| *s == stem)
         .unwrap_or_else(|| panic!("no coop family `{stem}`"));
-    let mut s = src.replace("enable wgpu_cooperative_matrix;\n", "");
-    for (from, to) in core.swaps {
-        assert!(s.contains(from), "{stem}: `{from}` not found");
-        s = s.replace(from, to);
-    }
+    let s = src.replace("enable wgpu_cooperative_matrix;\n", "");
     let start = s
         .find(BEGIN)
         .unwrap_or_else(|| panic!("{stem}: `{BEGIN}` not found"));
@@ -226,7 +112,7 @@ fn emulated_source(core: &Core, stem: &str) -> String {
         .map(|i| start + i)
         .unwrap_or_else(|| panic!("{stem}: `{END}` not found"));
     let end = end + s[end..].find('\n').unwrap_or(s.len() - end);
-    let s = format!("{}{}{}", &s[..start], core.steps, &s[end..]);
+    let s = format!("{}{SCALAR_MATRIX_STEPS}{}", &s[..start], &s[end..]);
     let code: Vec<&str> = s
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
@@ -250,11 +136,10 @@ fn gpu() -> Option<Gpu> {
         eprintln!("\n**********\nSKIPPED: coop emulation: no wgpu adapter\n**********\n");
         return None;
     };
-    let needed =
-        wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::SUBGROUP_BARRIER;
+    let needed = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
     if !adapter.features().contains(needed) {
         eprintln!(
-            "\n**********\nSKIPPED: coop emulation: adapter `{}` lacks SHADER_F16, SUBGROUP or SUBGROUP_BARRIER\n**********\n",
+            "\n**********\nSKIPPED: coop emulation: adapter `{}` lacks SHADER_F16 or SUBGROUP\n**********\n",
             adapter.get_info().name
         );
         return None;
@@ -305,7 +190,6 @@ fn padded(bytes: &[u8]) -> Vec<u8> {
 /// the output starts as f16 NaNs. Returns the output as f64.
 fn run(
     gpu: &Gpu,
-    core: &Core,
     stem: &str,
     shape: &AttnShape,
     [q, k, v]: [&HostTensor; 3],
@@ -316,7 +200,7 @@ fn run(
     let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(stem),
-        source: wgpu::ShaderSource::Wgsl(emulated_source(core, stem).into()),
+        source: wgpu::ShaderSource::Wgsl(emulated_source(stem).into()),
     });
     let storage = |label: &str, bytes: &[u8], usage: wgpu::BufferUsages| {
         dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -374,16 +258,14 @@ fn run(
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let entry = format!("{}_f16", stem.trim_end_matches("_rows"));
-    let mut constants = vec![("HEAD_DIM", shape.head_dim as f64)];
-    constants.extend_from_slice(core.constants);
+    let entry = format!("{stem}_f16");
     let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(stem),
         layout: Some(&pipeline_layout),
         module: &module,
         entry_point: Some(&entry),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &constants,
+            constants: &[("HEAD_DIM", shape.head_dim as f64), ("BLOCK_N", BLOCK_N)],
             ..Default::default()
         },
         cache: None,
@@ -439,22 +321,9 @@ fn check(stem: &str, case: &str, got: &[f64], want: &[f64], tol: f64) {
     }
 }
 
-/// The 8-subgroup core (`attention_coop.wgsl`, narrow mapping).
 #[test]
 fn coop_kernels_with_scalar_matrix_steps_match_float64() {
-    emulate(&CORES[0]);
-}
-
-/// The row-owner core (`attention_coop_rows.wgsl`).
-#[test]
-fn coop_rows_kernels_with_scalar_matrix_steps_match_float64() {
-    emulate(&CORES[1]);
-}
-
-/// Every kernel of `core`, emulated, against float64 on random and rising-score inputs.
-fn emulate(core: &Core) {
     let Some(gpu) = gpu() else { return };
-    let [(dense, _), (a_shape, _), (sparse, _)] = core.sources;
     let mut seed = 40;
     // The rising cases have scores that rise along the keys: O is rescaled many times. D = 128
     // takes two fetch passes per tile and four O column pairs (32-key tiles fit lavapipe's
@@ -486,22 +355,28 @@ fn emulate(core: &Core) {
 
         let pats = vec![Pattern::Dense; hq];
         let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
-        let got = run(&gpu, core, dense, &shape, qkv, params(&shape, 0, 0), &[]);
-        check(dense, &case, &got, &want, tol);
+        let got = run(
+            &gpu,
+            "dense_attention_coop",
+            &shape,
+            qkv,
+            params(&shape, 0, 0),
+            &[],
+        );
+        check("dense_attention_coop", &case, &got, &want, tol);
 
         let pats = vec![Pattern::AShape { sink: 3, local: 37 }; hq];
         let windows: Vec<[i32; 2]> = vec![[3, 37]; hq];
         let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
         let got = run(
             &gpu,
-            core,
-            a_shape,
+            "a_shape_attention_coop",
             &shape,
             qkv,
             params(&shape, 0, 0),
             &[bytemuck::cast_slice(&windows).to_vec()],
         );
-        check(a_shape, &case, &got, &want, tol);
+        check("a_shape_attention_coop", &case, &got, &want, tol);
 
         let pats: Vec<Pattern> = (0..hq)
             .map(|h| {
@@ -522,8 +397,7 @@ fn emulate(core: &Core) {
         let i32s = |x: &[i32]| bytemuck::cast_slice(x).to_vec();
         let got = run(
             &gpu,
-            core,
-            sparse,
+            "sparse_attention_coop",
             &shape,
             qkv,
             params(&shape, ix.meta.nnz_s, ix.meta.nnz_v),
@@ -534,7 +408,7 @@ fn emulate(core: &Core) {
                 i32s(&ix.column_index),
             ],
         );
-        check(sparse, &case, &got, &want, tol);
-        eprintln!("coop emulation {dense}: {case}: dense, A-shape, sparse pass");
+        check("sparse_attention_coop", &case, &got, &want, tol);
+        eprintln!("coop emulation {case}: dense, A-shape, sparse pass");
     }
 }

@@ -18,7 +18,7 @@
 use std::ffi::{CStr, CString};
 
 use ash::vk;
-use minference::wgpu_backend::{coop_constants, coop_sources, COOP_BLOCK_NS};
+use minference::wgpu_backend::{coop_constants, COOP_BLOCK_NS, COOP_SOURCES};
 
 #[path = "residency_source.rs"]
 mod residency_source;
@@ -34,15 +34,15 @@ struct Subject {
 
 fn subjects() -> Vec<Subject> {
     let mut out = Vec::new();
-    for block_n in COOP_BLOCK_NS {
-        for (stem, source, entry) in coop_sources(block_n) {
-            if stem.starts_with("a_shape_attention_coop") {
-                continue; // the same core as dense
-            }
+    for (stem, source) in COOP_SOURCES {
+        if stem == "a_shape_attention_coop" {
+            continue; // the same core as dense
+        }
+        for block_n in COOP_BLOCK_NS {
             out.push(Subject {
                 label: format!("{stem} (D = 128, BLOCK_N = {block_n})"),
                 source: source.to_string(),
-                entry: entry.to_string(),
+                entry: format!("{stem}_f16"),
                 constants: coop_constants(128, block_n)
                     .iter()
                     .map(|&(k, v)| (k.to_string(), f64::from(v)))
@@ -164,8 +164,7 @@ fn coop_pipeline_statistics() {
     let name = adapter.get_info().name;
     let features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
         | wgpu::Features::SHADER_F16
-        | wgpu::Features::SUBGROUP
-        | wgpu::Features::SUBGROUP_BARRIER;
+        | wgpu::Features::SUBGROUP;
     if !adapter.features().contains(features) {
         return skipped(&format!(
             "adapter `{name}` lacks cooperative matrices, f16 or subgroups"

@@ -113,12 +113,10 @@ fn device_error(kernel: &str, msg: impl Into<String>) -> Error {
 }
 
 /// The features the cooperative-matrix kernels need: the matrices, f16 in storage and
-/// workgroup memory, `subgroup_id` to give each subgroup its row slice, and `subgroupBarrier`
-/// (the row-owner kernels' hand-offs inside a subgroup).
+/// workgroup memory, and `subgroup_id` to give each subgroup its row slice.
 pub(crate) const COOP_FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
     .union(wgpu::Features::SHADER_F16)
-    .union(wgpu::Features::SUBGROUP)
-    .union(wgpu::Features::SUBGROUP_BARRIER);
+    .union(wgpu::Features::SUBGROUP);
 
 /// The 16x16x16 f16 x f16 -> f32 cooperative-matrix configuration of `adapter`, or why it
 /// has none (missing features, or the configurations it does report).

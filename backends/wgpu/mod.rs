@@ -218,16 +218,11 @@ const VERTICAL_SLASH_INDEX: Family = Family {
 };
 
 /// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` with `block_n`-key
-/// tiles (mirrors the arrays of `attention_coop.wgsl` and `attention_coop_rows.wgsl`, rows
-/// padded). 32 and 64 keys: kv_tile block_n x (128 + 8) f16, s_tile 64 x (block_n + 4) f32,
-/// p_tile 64 x (block_n + 8) f16, tile_keys block_n i32, row_stat 2 x 64 f32, rescale_flag
-/// (44804 bytes at 64 keys, 23684 at 32). 16 keys (the row-owner mapping): kv_tile 32 x
-/// (128 + 8) f16 (K and V), s_tile 64 x 20 f32, p_tile 64 x 16 f16, tile_keys 16 i32 (15936).
+/// tiles (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile block_n x
+/// (128 + 8) f16, s_tile 64 x (block_n + 4) f32, p_tile 64 x (block_n + 8) f16, tile_keys
+/// block_n i32, row_stat 2 x 64 f32, rescale_flag (44804 bytes at 64 keys, 23684 at 32).
 #[doc(hidden)]
 pub const fn coop_workgroup_bytes(block_n: u32) -> u32 {
-    if block_n == COOP_ROWS_BLOCK_N {
-        return 2 * block_n * 136 * 2 + 64 * (block_n + 4) * 4 + 64 * block_n * 2 + block_n * 4;
-    }
     block_n * 136 * 2
         + 64 * (block_n + 4) * 4
         + 64 * (block_n + 8) * 2
@@ -236,24 +231,14 @@ pub const fn coop_workgroup_bytes(block_n: u32) -> u32 {
         + 4
 }
 /// The tile widths the cooperative-matrix kernels run (`BLOCK_N`, see [`coop_constants`]): 32
-/// (the narrow mapping, the default), 64 (the wide one) and 16 (the row-owner mapping of
-/// `attention_coop_rows.wgsl`).
-pub const COOP_BLOCK_NS: [u32; 3] = [32, 64, 16];
-/// The tile width that selects the row-owner kernels (`attention_coop_rows.wgsl`: 4 subgroups
-/// of 128 invocations, each owning 16 query rows outright).
-const COOP_ROWS_BLOCK_N: u32 = 16;
+/// (the narrow mapping, the default) and 64 (the wide one).
+pub const COOP_BLOCK_NS: [u32; 2] = [32, 64];
 /// The environment variable that picks the cooperative-matrix kernels' tile width (one of
 /// [`COOP_BLOCK_NS`]; default [`COOP_BLOCK_N`]).
 pub const COOP_BLOCK_N_ENV: &str = "MINFERENCE_WGPU_COOP_BLOCK_N";
-/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32 in the
-/// narrow and wide mappings, 4 in the row-owner one ([`coop_constants`]).
-const fn coop_threads(block_n: u32) -> u32 {
-    if block_n == COOP_ROWS_BLOCK_N {
-        128
-    } else {
-        256
-    }
-}
+/// Invocations per workgroup of the cooperative-matrix kernels: 8 subgroups of 32 in both
+/// mappings ([`coop_constants`]).
+const COOP_THREADS: u32 = 256;
 /// Keys per tile of the cooperative-matrix kernels by default (`BLOCK_N` in
 /// `attention_coop.wgsl`; [`COOP_BLOCK_N_ENV`] picks another of [`COOP_BLOCK_NS`]).
 #[doc(hidden)]
@@ -276,20 +261,9 @@ const _: () = assert!(COOP_BLOCK_N == COOP_BLOCK_NS[0]);
 ///   narrow mapping on the H200 (docs/coop.md).
 /// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
 ///
-/// - BLOCK_N = 16 (the row-owner mapping, `attention_coop_rows.wgsl`, where BLOCK_N is a
-///   constant of the WGSL): 4 subgroups, each owning 16 query rows (all keys of S, all of D of
-///   O), 15,936 bytes of workgroup memory; 2 workgroup barriers per 16 keys.
-///
-/// Anything but 64 or 16 for `block_n` gives 32.
+/// Anything but 64 for `block_n` gives 32.
 #[doc(hidden)]
 pub fn coop_constants(d: usize, block_n: u32) -> &'static [(&'static str, u32)] {
-    if block_n == COOP_ROWS_BLOCK_N {
-        return if d <= 64 {
-            &[("HEAD_DIM", 64)]
-        } else {
-            &[("HEAD_DIM", 128)]
-        };
-    }
     match (d <= 64, block_n == 64) {
         (true, true) => &[("HEAD_DIM", 64), ("BLOCK_N", 64)],
         (true, false) => &[("HEAD_DIM", 64), ("BLOCK_N", 32)],
@@ -334,79 +308,13 @@ const SPARSE_ATTENTION_COOP: Family = attention_family!(
     true
 );
 
-/// The row-owner cooperative-matrix kernels (16-key tiles): the same kernel files on the
-/// `attention_coop_rows.wgsl` core.
-const DENSE_ATTENTION_COOP_ROWS: Family = attention_family!(
-    "dense_attention_coop_rows",
-    [
-        "attention_coop_rows.wgsl",
-        "attention_common.wgsl",
-        "dense_attention_coop.wgsl"
-    ],
-    DENSE_SLOTS,
-    true
-);
-
-const A_SHAPE_ATTENTION_COOP_ROWS: Family = attention_family!(
-    "a_shape_attention_coop_rows",
-    [
-        "attention_coop_rows.wgsl",
-        "attention_common.wgsl",
-        "a_shape_attention_coop.wgsl"
-    ],
-    A_SHAPE_SLOTS,
-    true
-);
-
-const SPARSE_ATTENTION_COOP_ROWS: Family = attention_family!(
-    "sparse_attention_coop_rows",
-    [
-        "attention_coop_rows.wgsl",
-        "attention_common.wgsl",
-        "sparse_index.wgsl",
-        "sparse_attention_coop.wgsl"
-    ],
-    SPARSE_SLOTS,
-    true
-);
-
-/// The WGSL sources of the 8-subgroup cooperative-matrix families (narrow and wide
-/// mappings), by stem (for offline validation and the emulation test).
+/// The WGSL sources of the cooperative-matrix families, by stem (for offline validation).
 #[doc(hidden)]
 pub const COOP_SOURCES: [(&str, &str); 3] = [
     (DENSE_ATTENTION_COOP.stem, DENSE_ATTENTION_COOP.source),
     (A_SHAPE_ATTENTION_COOP.stem, A_SHAPE_ATTENTION_COOP.source),
     (SPARSE_ATTENTION_COOP.stem, SPARSE_ATTENTION_COOP.source),
 ];
-
-/// The WGSL sources of the row-owner cooperative-matrix families (16-key tiles), by stem.
-#[doc(hidden)]
-pub const COOP_ROWS_SOURCES: [(&str, &str); 3] = [
-    (
-        DENSE_ATTENTION_COOP_ROWS.stem,
-        DENSE_ATTENTION_COOP_ROWS.source,
-    ),
-    (
-        A_SHAPE_ATTENTION_COOP_ROWS.stem,
-        A_SHAPE_ATTENTION_COOP_ROWS.source,
-    ),
-    (
-        SPARSE_ATTENTION_COOP_ROWS.stem,
-        SPARSE_ATTENTION_COOP_ROWS.source,
-    ),
-];
-
-/// The cooperative-matrix sources that run `block_n`-key tiles (one of [`COOP_BLOCK_NS`]),
-/// by stem, with each one's entry point.
-#[doc(hidden)]
-pub fn coop_sources(block_n: u32) -> [(&'static str, &'static str, &'static str); 3] {
-    let sources = if block_n == COOP_ROWS_BLOCK_N {
-        COOP_ROWS_SOURCES
-    } else {
-        COOP_SOURCES
-    };
-    sources.map(|(stem, source)| (stem, source, WgpuBackend::entry(stem, true)))
-}
 
 /// The three attention kernels (each has a family per [`Variant`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -891,13 +799,12 @@ impl WgpuBackend {
                     ));
                 }
                 let l = &ctx.limits;
-                let threads = coop_threads(coop_block_n);
-                if l.max_compute_invocations_per_workgroup < threads
-                    || l.max_compute_workgroup_size_x < threads
+                if l.max_compute_invocations_per_workgroup < COOP_THREADS
+                    || l.max_compute_workgroup_size_x < COOP_THREADS
                 {
                     return Some(format!(
-                        "the cooperative-matrix kernels with {coop_block_n}-key tiles need \
-                         {threads} invocations per workgroup"
+                        "the cooperative-matrix kernels need {COOP_THREADS} invocations per \
+                         workgroup"
                     ));
                 }
                 None
@@ -916,18 +823,9 @@ impl WgpuBackend {
         }
     }
 
-    /// The family of attention kernel `kind` in `variant` (`coop_block_n`: the
-    /// cooperative-matrix kernels' tile width, which picks their core).
-    fn attention_family(
-        kind: AttentionKind,
-        variant: Variant,
-        coop_block_n: u32,
-    ) -> &'static Family {
-        let rows = coop_block_n == COOP_ROWS_BLOCK_N;
+    /// The family of attention kernel `kind` in `variant`.
+    fn attention_family(kind: AttentionKind, variant: Variant) -> &'static Family {
         match (kind, variant) {
-            (AttentionKind::Dense, Variant::CoopMatrix) if rows => &DENSE_ATTENTION_COOP_ROWS,
-            (AttentionKind::AShape, Variant::CoopMatrix) if rows => &A_SHAPE_ATTENTION_COOP_ROWS,
-            (AttentionKind::Sparse, Variant::CoopMatrix) if rows => &SPARSE_ATTENTION_COOP_ROWS,
             (AttentionKind::Dense, Variant::CoopMatrix) => &DENSE_ATTENTION_COOP,
             (AttentionKind::AShape, Variant::CoopMatrix) => &A_SHAPE_ATTENTION_COOP,
             (AttentionKind::Sparse, Variant::CoopMatrix) => &SPARSE_ATTENTION_COOP,
@@ -962,9 +860,6 @@ impl WgpuBackend {
             ("dense_attention_coop", true) => "dense_attention_coop_f16",
             ("a_shape_attention_coop", true) => "a_shape_attention_coop_f16",
             ("sparse_attention_coop", true) => "sparse_attention_coop_f16",
-            ("dense_attention_coop_rows", true) => "dense_attention_coop_f16",
-            ("a_shape_attention_coop_rows", true) => "a_shape_attention_coop_f16",
-            ("sparse_attention_coop_rows", true) => "sparse_attention_coop_f16",
             ("vertical_slash_estimate_stats", false) => "vertical_slash_estimate_stats_f32",
             ("vertical_slash_estimate_stats", true) => "vertical_slash_estimate_stats_f16",
             ("vertical_slash_estimate_sums", false) => "vertical_slash_estimate_sums_f32",
@@ -1020,7 +915,7 @@ impl WgpuBackend {
             self.tensor(v, "v")?,
         );
         let variant = self.effective_variant(qt.f16);
-        let family = Self::attention_family(kind, variant, self.coop_block_n);
+        let family = Self::attention_family(kind, variant);
         self.check_loop_budget(variant, family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
         let constants = if variant == Variant::CoopMatrix {
