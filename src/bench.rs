@@ -11,8 +11,9 @@
 //!   block-sparse), from the window (A-shape) or from the causal triangle (dense).
 //! - **density** = computed pairs / causal pairs.
 //! - **layer time**: [`run_layer_into`] (index building included for index patterns), `warmup`
-//!   unrecorded runs, then `reps` runs each between two [`Backend::synchronize`] calls;
-//!   median, min, max, p10 and p90 are reported.
+//!   unrecorded runs (continued until [`MIN_WARMUP`] has passed, see [`time_runs`]), then
+//!   `reps` runs each between two [`Backend::synchronize`] calls; median, min, max, p10 and
+//!   p90 are reported.
 //! - **index share**: median time of [`Backend::build_index`] alone over the median layer time.
 //! - **index size**: bytes of the kernel index (`block_count`, `block_offset`, `column_count`,
 //!   `column_index`) and of the raw selections, from the [`IndexMeta`] widths (i32 entries).
@@ -49,7 +50,7 @@ use crate::tensor::{AttnShape, DType, HostTensor};
 use crate::CpuBackend;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The pattern families, in the order of the table.
 pub const FAMILIES: [&str; 4] = ["dense", "a-shape", "vertical-slash", "block-sparse"];
@@ -285,7 +286,8 @@ pub struct BenchConfig {
     pub head_dim: Option<usize>,
     /// Storage dtype; `None`: [`default_dtype`] per backend.
     pub dtype: Option<DType>,
-    /// Unrecorded runs before timing.
+    /// Unrecorded runs before timing (when nonzero, continued until [`MIN_WARMUP`] has
+    /// passed).
     pub warmup: usize,
     /// Timed runs.
     pub reps: usize,
@@ -490,13 +492,34 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
 }
 
-/// Time `f` `warmup + reps` times with the device synchronized around every timed run.
+/// Least warm-up time before a measurement when warm-up runs are asked for: a GPU that has
+/// been idle runs at its idle clocks for a few hundred milliseconds of work (measured on the
+/// H200: one 17 ms warm-up run left the next five runs 1.5-2.5x slow).
+pub const MIN_WARMUP: Duration = Duration::from_millis(500);
+/// Most warm-up runs spent reaching [`MIN_WARMUP`] beyond the `warmup` asked for.
+pub const MAX_EXTRA_WARMUP_RUNS: usize = 200;
+
+/// Time `f` `reps` times with the device synchronized around every timed run, after
+/// `warmup` unrecorded runs; when `warmup > 0`, warm-up continues until it has taken
+/// [`MIN_WARMUP`] (at most [`MAX_EXTRA_WARMUP_RUNS`] more runs), so that a device coming
+/// out of idle reaches its clocks before the clock starts.
 pub fn time_runs<F>(backend: &dyn Backend, warmup: usize, reps: usize, mut f: F) -> Result<Stats>
 where
     F: FnMut() -> Result<()>,
 {
+    let start = Instant::now();
     for _ in 0..warmup {
         f()?;
+    }
+    if warmup > 0 {
+        backend.synchronize()?;
+        for _ in 0..MAX_EXTRA_WARMUP_RUNS {
+            if start.elapsed() >= MIN_WARMUP {
+                break;
+            }
+            f()?;
+            backend.synchronize()?;
+        }
     }
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -903,8 +926,10 @@ impl BenchReport {
         }
         if let Some(r) = self.rows.first() {
             s.push_str(&format!(
-                "inputs: {}; B={} Hq={} Hkv={} D={}; warm-up {}, {} timed runs, index building included in the layer time\n",
-                self.inputs, r.batch, r.heads, r.kv_heads, r.head_dim, self.warmup, self.reps
+                "inputs: {}; B={} Hq={} Hkv={} D={}; warm-up {} runs{}, {} timed runs, index building included in the layer time\n",
+                self.inputs, r.batch, r.heads, r.kv_heads, r.head_dim, self.warmup,
+                if self.warmup > 0 { format!(" and at least {} ms", MIN_WARMUP.as_millis()) } else { String::new() },
+                self.reps
             ));
         }
         s
@@ -1180,7 +1205,8 @@ pub struct BenchArgs {
     /// Storage dtype (f32, f16, bf16); default f16 where the backend has it, else f32.
     #[arg(long)]
     pub dtype: Option<String>,
-    /// Unrecorded runs before timing.
+    /// Unrecorded runs before timing; when nonzero, warm-up goes on until 500 ms have passed
+    /// (an idle GPU needs that long to reach its clocks).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Timed runs.
@@ -1229,7 +1255,7 @@ impl BenchArgs {
         let report = run_bench(&cfg, true)?;
         println!("{}", report.header());
         println!("{}", report.table());
-        println!("time: layer incl. index building, median of {} after {} warm-up (p10-p90); TFLOP/s: useful FLOPs 4*D*pairs / median; density: pairs / causal pairs; vs dense: same backend's dense time / this; index share: build_index alone / layer; / fastest: this time / fastest backend's", report.reps, report.warmup);
+        println!("time: layer incl. index building, median of {} after {} warm-up runs (and at least {} ms of them when any) (p10-p90); TFLOP/s: useful FLOPs 4*D*pairs / median; density: pairs / causal pairs; vs dense: same backend's dense time / this; index share: build_index alone / layer; / fastest: this time / fastest backend's", report.reps, report.warmup, MIN_WARMUP.as_millis());
         if let Some(p) = &self.json {
             report.write_json(p)?;
             eprintln!("wrote {}", p.display());

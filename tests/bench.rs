@@ -1,6 +1,9 @@
 //! `minference bench` end to end (JSON fields, PNG) and the counting helpers it relies on.
 
-use minference::bench::{index_bytes, index_pairs, window_pairs, PatternCase, Stats};
+use minference::bench::{
+    index_bytes, index_pairs, time_runs, window_pairs, PatternCase, Stats, MAX_EXTRA_WARMUP_RUNS,
+    MIN_WARMUP,
+};
 use minference::generate::random_qkv;
 use minference::{reference, AttnShape, Backend, CpuBackend, DType, Pattern};
 use std::process::Command;
@@ -219,4 +222,39 @@ fn pattern_lists_and_stats() {
     assert_eq!((s.p10_ms, s.p90_ms), (1.0, 5.0));
     assert_eq!(Stats::new(vec![1.0, 2.0]).unwrap().median_ms, 1.5);
     assert!(Stats::new(vec![]).is_err());
+}
+
+/// Warm-up runs go on until MIN_WARMUP has passed (a GPU leaving idle needs that long to reach
+/// its clocks), at most MAX_EXTRA_WARMUP_RUNS beyond those asked for; none when none are asked.
+#[test]
+fn warm_up_lasts_min_warmup_and_stops() {
+    let be = CpuBackend::new();
+    let run_with = |warmup: usize, sleep: std::time::Duration| {
+        let mut calls = 0usize;
+        let t0 = std::time::Instant::now();
+        let stats = time_runs(&be, warmup, 3, || {
+            calls += 1;
+            std::thread::sleep(sleep);
+            Ok(())
+        })
+        .unwrap();
+        (calls, t0.elapsed(), stats)
+    };
+    // 100 ms runs: the first warm-up run, then more until 500 ms have passed.
+    let step = std::time::Duration::from_millis(100);
+    let (calls, took, stats) = run_with(1, step);
+    let warm = calls - 3;
+    let least = (MIN_WARMUP.as_millis() / step.as_millis()) as usize;
+    assert!(
+        (least..=least + 1).contains(&warm),
+        "{warm} warm-up runs of 100 ms for {MIN_WARMUP:?}"
+    );
+    assert!(took >= MIN_WARMUP + 3 * step, "took {took:?}");
+    assert_eq!(stats.samples_ms.len(), 3);
+    // Runs that take no time: capped.
+    let (calls, _, _) = run_with(2, std::time::Duration::ZERO);
+    assert_eq!(calls - 3, 2 + MAX_EXTRA_WARMUP_RUNS);
+    // None asked: none done, however short the runs.
+    let (calls, _, _) = run_with(0, std::time::Duration::from_millis(1));
+    assert_eq!(calls, 3);
 }
