@@ -562,6 +562,61 @@ fn bench_index_stages() {
     }
 }
 
+/// A built index's buffers go back to a pool when it is dropped and the next index of the
+/// same sizes takes them: that index must equal one built on fresh buffers, though the
+/// reused ones hold another input's entries and another head layout's selections (the two
+/// heads swap kinds, so stale vertical-slash lists sit where the new index has none).
+#[test]
+fn reused_index_buffers_keep_no_stale_entries() {
+    use minference::generate::random_qkv;
+    use minference::{DType, Pattern};
+    if wgpu().is_none() {
+        return;
+    }
+    let open = || WgpuBackend::with_variant(Variant::Rowwise).unwrap();
+    let (reusing, fresh) = (open(), open());
+    let (h, n, d) = (2, 700, 64);
+    let vs = Pattern::VerticalSlash {
+        vertical: 40,
+        slash: 90,
+    };
+    let bs = Pattern::BlockSparse { top_k: 4 };
+    let (q1, k1, _) = random_qkv(1, h, h, n, d, DType::F16, 11).unwrap();
+    let (q2, k2, _) = random_qkv(1, h, h, n, d, DType::F16, 12).unwrap();
+    let build = |b: &WgpuBackend, q, k, pats: &[Pattern]| {
+        let ix = b
+            .build_index(&b.upload(q).unwrap(), &b.upload(k).unwrap(), pats)
+            .unwrap();
+        let host = b.download_index(&ix).unwrap();
+        (ix, host)
+    };
+    let (first, first_host) = build(&reusing, &q1, &k1, &[vs, bs]);
+    assert_eq!(reusing.pooled_buffers(), 0);
+    drop(first);
+    assert_eq!(
+        reusing.pooled_buffers(),
+        5,
+        "the dropped index's five arrays"
+    );
+    let (second, got) = build(&reusing, &q2, &k2, &[bs, vs]);
+    assert_eq!(
+        reusing.pooled_buffers(),
+        0,
+        "the second index took every buffer"
+    );
+    let (_, want) = build(&fresh, &q2, &k2, &[bs, vs]);
+    assert_ne!(
+        got, first_host,
+        "the two indexes differ, so stale entries would show"
+    );
+    assert_eq!(
+        got, want,
+        "an index on reused buffers differs from one on fresh buffers"
+    );
+    drop(second);
+    assert_eq!(reusing.pooled_buffers(), 5);
+}
+
 variant_suite!(coop, super::Variant::CoopMatrix);
 
 /// Every cooperative-matrix WGSL module parses, validates with the capabilities the coop

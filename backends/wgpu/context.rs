@@ -76,6 +76,25 @@ pub(crate) struct Context {
     staging: Mutex<Option<wgpu::Buffer>>,
     /// Scratch storage buffers reused across calls, by label (see [`Context::scratch`]).
     scratch: Mutex<HashMap<&'static str, wgpu::Buffer>>,
+    /// Storage buffers of dropped indexes, for the next index of the same sizes (see
+    /// [`Context::reused_storage`]).
+    pool: BufferPool,
+}
+
+/// Storage buffers given back for reuse, oldest first (at most [`POOL_BUFFERS`]).
+pub(crate) type BufferPool = Arc<Mutex<Vec<wgpu::Buffer>>>;
+
+/// Most buffers a [`BufferPool`] keeps: the five arrays of two indexes. A vertical-slash index
+/// at N = 65536, H = 32 is 254 MiB, and allocating it anew cost more than its kernels on the
+/// H200 (docs/coop.md, eighth session), as a caching allocator would avoid on CUDA.
+pub(crate) const POOL_BUFFERS: usize = 10;
+
+/// Give `buffers` back to `pool` for reuse; the oldest beyond [`POOL_BUFFERS`] are released.
+pub(crate) fn give_back(pool: &BufferPool, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
+    let mut pool = lock(pool);
+    pool.extend(buffers);
+    let extra = pool.len().saturating_sub(POOL_BUFFERS);
+    pool.drain(..extra);
 }
 
 /// Exclusive use of the context's scratch buffers while held: a caller records, submits and
@@ -229,6 +248,7 @@ impl Context {
             kernels: Mutex::new(HashMap::new()),
             staging: Mutex::new(None),
             scratch: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -382,6 +402,25 @@ impl Context {
             ctx: self,
             buffers: lock(&self.scratch),
         }
+    }
+
+    /// A storage buffer of `bytes` (rounded as [`Self::storage`] does): one given back to the
+    /// pool with exactly that size if there is one (`true`: its contents are whatever its last
+    /// user left), else a new one (`false`: zeroed, as wgpu zeroes new buffers).
+    pub fn reused_storage(&self, label: &str, bytes: u64) -> Result<(wgpu::Buffer, bool)> {
+        let size = bytes.max(4).next_multiple_of(4);
+        {
+            let mut pool = lock(&self.pool);
+            if let Some(i) = pool.iter().position(|b| b.size() == size) {
+                return Ok((pool.remove(i), true));
+            }
+        }
+        Ok((self.storage(label, bytes)?, false))
+    }
+
+    /// The pool [`Self::reused_storage`] takes from (for owners that give buffers back).
+    pub fn pool(&self) -> BufferPool {
+        self.pool.clone()
     }
 
     /// A storage buffer of `bytes` (at least 4), checked against the limits.

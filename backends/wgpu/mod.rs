@@ -45,7 +45,7 @@ use crate::tensor::{AttnShape, DType, HostTensor, TensorData};
 use bytemuck::{Pod, Zeroable};
 #[doc(hidden)]
 pub use context::first_adapter;
-use context::{Context, Family, Kernel, Slot, NAME};
+use context::{give_back, BufferPool, Context, Family, Kernel, Slot, NAME};
 use half::f16;
 
 /// `LOG2E`: the kernels keep scores in base 2 (`exp2`), with `scale * LOG2E` folded once.
@@ -425,6 +425,26 @@ struct WgpuIndex {
     column_count: wgpu::Buffer,
     /// `[B, Hq, R, NNZ_V]`
     column_index: wgpu::Buffer,
+    /// Where the buffers go when the index is dropped (built indexes: the next
+    /// `build_index` of the same sizes takes them instead of allocating; uploaded ones: none).
+    pool: Option<BufferPool>,
+}
+
+impl Drop for WgpuIndex {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            give_back(
+                pool,
+                [
+                    self.selections.clone(),
+                    self.block_count.clone(),
+                    self.block_offset.clone(),
+                    self.column_count.clone(),
+                    self.column_index.clone(),
+                ],
+            );
+        }
+    }
 }
 
 /// Element counts of the three selection arrays inside `WgpuIndex::selections`.
@@ -475,6 +495,11 @@ impl<'a> Stages<'a> {
             *t0 = now;
         }
         Ok(())
+    }
+
+    /// Zero `buffer` (recorded before the dispatches that follow).
+    fn clear(&mut self, buffer: &wgpu::Buffer) {
+        self.encoder.clear_buffer(buffer, 0, None);
     }
 
     fn finish(self) -> Result<()> {
@@ -742,6 +767,12 @@ impl WgpuBackend {
         Ok(())
     }
 
+    /// How many buffers of dropped indexes this backend keeps for reuse (for tests).
+    #[doc(hidden)]
+    pub fn pooled_buffers(&self) -> usize {
+        self.ctx.pool().lock().map(|p| p.len()).unwrap_or(0)
+    }
+
     /// The variants this backend's device can run, slowest first (`coop` only on a backend
     /// opened with [`Self::with_variant`]`(Variant::CoopMatrix)`: the others open the device
     /// without the experimental features).
@@ -995,18 +1026,36 @@ impl WgpuBackend {
             })
             .collect();
         let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
-        // Not uploaded: top_k_select writes every row of every array it has (a head of
-        // another kind gets an empty list there, so its row is all -1).
-        let selections = ctx.storage("selections", ((nv_len + ns_len + bi_len) * 4) as u64)?;
-        let block_count = ctx.storage("block_count", (bh_total * r * 4) as u64)?;
-        let block_offset = ctx.storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
-        let column_count = ctx.storage("column_count", (bh_total * r * 4) as u64)?;
-        let column_index = ctx.storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
+        // The outputs: buffers of an earlier, dropped index of the same sizes where the pool
+        // has them (allocating hundreds of MiB per call cost more than the kernels), else new
+        // ones. Not uploaded: top_k_select writes every row of every array it has (a head of
+        // another kind gets an empty list there, so its row is all -1); reused buffers are
+        // cleared first, so they hold what new ones would, except block_offset and
+        // column_index, which the fill kernel sets whole.
+        let (selections, reused_selections) =
+            ctx.reused_storage("selections", ((nv_len + ns_len + bi_len) * 4) as u64)?;
+        let (block_count, reused_block_count) =
+            ctx.reused_storage("block_count", (bh_total * r * 4) as u64)?;
+        let (block_offset, _) =
+            ctx.reused_storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
+        let (column_count, reused_column_count) =
+            ctx.reused_storage("column_count", (bh_total * r * 4) as u64)?;
+        let (column_index, _) =
+            ctx.reused_storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
 
         // The block-sparse intermediates and the list tables are scratch, reused by later
         // calls: this call owns them until its last dispatch is submitted.
         let mut scratch = ctx.scratch();
         let mut stages = Stages::new(ctx, times)?;
+        for (buf, reused) in [
+            (&selections, reused_selections),
+            (&block_count, reused_block_count),
+            (&column_count, reused_column_count),
+        ] {
+            if reused {
+                stages.clear(buf);
+            }
+        }
         let f16 = qt.f16;
         let any_vs = patterns
             .iter()
@@ -1030,10 +1079,15 @@ impl WgpuBackend {
                 tiles: u32_of("tiles", tiles)?,
             };
             let params = ctx.uniform("vertical_slash_estimate", &params);
-            let tile_stats = ctx.storage("tile_stats", (bh_total * LAST_Q * tiles * 8) as u64)?;
-            let row_stats = ctx.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
-            let scores = ctx.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
-            let slash_lower = ctx.storage("slash_lower", (bh_total * n * 4) as u64)?;
+            // Scratch, cleared as new buffers are.
+            let tile_stats =
+                scratch.storage("tile_stats", (bh_total * LAST_Q * tiles * 8) as u64)?;
+            let row_stats = scratch.storage("row_stats", (bh_total * LAST_Q * 8) as u64)?;
+            let scores = scratch.storage("vertical_slash_scores", (2 * bh_total * n * 4) as u64)?;
+            let slash_lower = scratch.storage("slash_lower", (bh_total * n * 4) as u64)?;
+            for buf in [&tile_stats, &row_stats, &scores, &slash_lower] {
+                stages.clear(buf);
+            }
             let bufs = [
                 &params,
                 &qt.buffer,
@@ -1228,6 +1282,7 @@ impl WgpuBackend {
                 block_offset,
                 column_count,
                 column_index,
+                pool: Some(ctx.pool()),
             },
         ))
     }
@@ -1342,6 +1397,7 @@ impl Backend for WgpuBackend {
                     .storage_with("column_count", Self::i32_bytes(&index.column_count))?,
                 column_index: ctx
                     .storage_with("column_index", Self::i32_bytes(&index.column_index))?,
+                pool: None,
             },
         ))
     }
