@@ -84,9 +84,10 @@ pub(crate) struct Context {
 /// Storage buffers given back for reuse, oldest first (at most [`POOL_BUFFERS`]).
 pub(crate) type BufferPool = Arc<Mutex<Vec<wgpu::Buffer>>>;
 
-/// Most buffers a [`BufferPool`] keeps: the five arrays of two indexes. A vertical-slash index
-/// at N = 65536, H = 32 is 254 MiB, and allocating it anew cost more than its kernels on the
-/// H200 (docs/coop.md, eighth session), as a caching allocator would avoid on CUDA.
+/// Most buffers a [`BufferPool`] keeps: the five arrays of two indexes (so up to two indexes'
+/// memory stays allocated after they are dropped, until the backend is). A vertical-slash
+/// index at N = 65536, H = 32 is 254 MiB; allocating it anew while the dropped one was still
+/// in flight cost about as much as its kernels on the H200 (docs/coop.md, eighth session).
 pub(crate) const POOL_BUFFERS: usize = 10;
 
 /// Give `buffers` back to `pool` for reuse; the oldest beyond [`POOL_BUFFERS`] are released.

@@ -1027,8 +1027,8 @@ impl WgpuBackend {
             .collect();
         let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
         // The outputs: buffers of an earlier, dropped index of the same sizes where the pool
-        // has them (allocating hundreds of MiB per call cost more than the kernels), else new
-        // ones. Not uploaded: top_k_select writes every row of every array it has (a head of
+        // has them (allocating hundreds of MiB per call cost about as much as the kernels),
+        // else new ones. Not uploaded: top_k_select writes every row of every array it has (a head of
         // another kind gets an empty list there, so its row is all -1); reused buffers are
         // cleared first, so they hold what new ones would, except block_offset and
         // column_index, which the fill kernel sets whole.
