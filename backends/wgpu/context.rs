@@ -90,6 +90,11 @@ pub(crate) type BufferPool = Arc<Mutex<Vec<wgpu::Buffer>>>;
 /// in flight cost about as much as its kernels on the H200 (docs/coop.md, eighth session).
 pub(crate) const POOL_BUFFERS: usize = 10;
 
+/// The size of a storage buffer asked for `bytes`: at least 4, a multiple of 4.
+fn storage_size(bytes: u64) -> u64 {
+    bytes.max(4).next_multiple_of(4)
+}
+
 /// Give `buffers` back to `pool` for reuse; the oldest beyond [`POOL_BUFFERS`] are released.
 pub(crate) fn give_back(pool: &BufferPool, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
     let mut pool = lock(pool);
@@ -405,23 +410,28 @@ impl Context {
         }
     }
 
-    /// A storage buffer of `bytes` (rounded as [`Self::storage`] does): one given back to the
-    /// pool with exactly that size if there is one (`true`: its contents are whatever its last
-    /// user left), else a new one (`false`: zeroed, as wgpu zeroes new buffers).
-    pub fn reused_storage(&self, label: &str, bytes: u64) -> Result<(wgpu::Buffer, bool)> {
-        let size = bytes.max(4).next_multiple_of(4);
+    /// A storage buffer of `bytes` (sized as [`Self::storage`] sizes it): one given back to
+    /// the pool with exactly that size if there is one (its contents are whatever its last
+    /// user left), else a new one.
+    pub fn reused_storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        let size = storage_size(bytes);
         {
             let mut pool = lock(&self.pool);
             if let Some(i) = pool.iter().position(|b| b.size() == size) {
-                return Ok((pool.remove(i), true));
+                return Ok(pool.remove(i));
             }
         }
-        Ok((self.storage(label, bytes)?, false))
+        self.storage(label, bytes)
     }
 
     /// The pool [`Self::reused_storage`] takes from (for owners that give buffers back).
     pub fn pool(&self) -> BufferPool {
         self.pool.clone()
+    }
+
+    /// How many buffers the pool holds.
+    pub fn pooled(&self) -> usize {
+        lock(&self.pool).len()
     }
 
     /// A storage buffer of `bytes` (at least 4), checked against the limits.
@@ -430,7 +440,7 @@ impl Context {
         self.scoped(label, || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: bytes.max(4).next_multiple_of(4),
+                size: storage_size(bytes),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,

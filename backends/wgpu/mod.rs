@@ -770,7 +770,7 @@ impl WgpuBackend {
     /// How many buffers of dropped indexes this backend keeps for reuse (for tests).
     #[doc(hidden)]
     pub fn pooled_buffers(&self) -> usize {
-        self.ctx.pool().lock().map(|p| p.len()).unwrap_or(0)
+        self.ctx.pooled()
     }
 
     /// The variants this backend's device can run, slowest first (`coop` only on a backend
@@ -1028,33 +1028,25 @@ impl WgpuBackend {
         let head_kind = ctx.storage_with("head_kind", bytemuck::cast_slice(&head_kind))?;
         // The outputs: buffers of an earlier, dropped index of the same sizes where the pool
         // has them (allocating hundreds of MiB per call cost about as much as the kernels),
-        // else new ones. Not uploaded: top_k_select writes every row of every array it has (a head of
-        // another kind gets an empty list there, so its row is all -1); reused buffers are
-        // cleared first, so they hold what new ones would, except block_offset and
-        // column_index, which the fill kernel sets whole.
-        let (selections, reused_selections) =
+        // else new ones. Not uploaded: top_k_select writes every row of every array it has
+        // (a head of another kind gets an empty list there, so its row is all -1). The small
+        // arrays are cleared, so a reused buffer holds what a new one would; block_offset and
+        // column_index are set whole by the fill kernel.
+        let selections =
             ctx.reused_storage("selections", ((nv_len + ns_len + bi_len) * 4) as u64)?;
-        let (block_count, reused_block_count) =
-            ctx.reused_storage("block_count", (bh_total * r * 4) as u64)?;
-        let (block_offset, _) =
+        let block_count = ctx.reused_storage("block_count", (bh_total * r * 4) as u64)?;
+        let block_offset =
             ctx.reused_storage("block_offset", (bh_total * r * meta.nnz_s * 4) as u64)?;
-        let (column_count, reused_column_count) =
-            ctx.reused_storage("column_count", (bh_total * r * 4) as u64)?;
-        let (column_index, _) =
+        let column_count = ctx.reused_storage("column_count", (bh_total * r * 4) as u64)?;
+        let column_index =
             ctx.reused_storage("column_index", (bh_total * r * meta.nnz_v * 4) as u64)?;
 
         // The block-sparse intermediates and the list tables are scratch, reused by later
         // calls: this call owns them until its last dispatch is submitted.
         let mut scratch = ctx.scratch();
         let mut stages = Stages::new(ctx, times)?;
-        for (buf, reused) in [
-            (&selections, reused_selections),
-            (&block_count, reused_block_count),
-            (&column_count, reused_column_count),
-        ] {
-            if reused {
-                stages.clear(buf);
-            }
+        for buf in [&selections, &block_count, &column_count] {
+            stages.clear(buf);
         }
         let f16 = qt.f16;
         let any_vs = patterns
