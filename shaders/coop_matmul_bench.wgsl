@@ -1,7 +1,8 @@
 // Cooperative-matrix matmul microbenchmark (tests/wgpu_coop_bench.rs): C = A B with f16
 // inputs and f32 accumulation, square DIM x DIM, all row-major, on 16x16x16 cooperative
 // matrices. It measures what naga's SPIR-V and the driver make of the WGSL matrix ops, not
-// a tuned GEMM: no double buffering, no register prefetch. Every kernel assumes subgroups of
+// a tuned GEMM (the `matmul_prefetch_*` and `matmul_double_*` kernels at the end pipeline the
+// staging as far as WGSL allows: register prefetch, two buffers). Every kernel assumes subgroups of
 // 32 invocations (the test skips other adapters), so a workgroup of 128 holds 4 subgroups.
 //
 // Entry points (subgroup tiles in 16x16 blocks; grids in the test):
@@ -651,4 +652,231 @@ fn smem_peak_f16_kt(
     let col = col0 + cc;
     store_row4(c00, c01, c02, c03, row, col);
     store_row4(c10, c11, c12, c13, row + TILE, col);
+}
+
+// ---- pipelined staging: how far a staged GEMM gets through this path -------------------------
+// `matmul_shared_2x4`'s work (8 subgroups of 32 x 64, 128 x 128 per workgroup) with the
+// staging pipelined the ways WGSL allows (no asynchronous copies): the next chunk's global
+// loads are issued before this chunk's products and land in registers while they run
+// (16-byte loads, as the attention's K and V), then go to workgroup memory:
+// - `matmul_prefetch_2x4`: BK = 32, one buffer, two barriers per chunk (18,944 bytes);
+// - `matmul_double_2x4`: BK = 32, two buffers, one barrier per chunk (37,888 bytes: one
+//   workgroup per SM through the NVIDIA Vulkan driver, tests/wgpu_residency.rs);
+// - `matmul_double_2x4_bk16`: BK = 16, two buffers, one barrier per chunk (20,992 bytes: two
+//   workgroups per SM if the registers allow).
+// A chunk that would start past DIM re-fetches the last one (never read): control flow stays
+// uniform and every load in range.
+
+@group(0) @binding(3) var<storage, read> a8: array<mat2x4<f16>>; // a, 8 halves per element
+@group(0) @binding(4) var<storage, read> b8: array<mat2x4<f16>>; // b, 8 halves per element
+
+/// One A or B buffer of `matmul_double_2x4` (vec4 elements): A [128, BK], B [BK, 128].
+const DA: u32 = 128u * A_ROW4;
+const DB: u32 = BK * WIDE_B_ROW4;
+var<workgroup> da: array<vec4<f16>, 2u * DA>;
+var<workgroup> db: array<vec4<f16>, 2u * DB>;
+/// Padded row of a BK = 16 A chunk (16 + 8 halves, 48 bytes) and one buffer of each.
+const HA_ROW4: u32 = 16u / 4u + 2u;
+const HA: u32 = 128u * HA_ROW4;
+const HB: u32 = 16u * WIDE_B_ROW4;
+var<workgroup> ha: array<vec4<f16>, 2u * HA>;
+var<workgroup> hb: array<vec4<f16>, 2u * HB>;
+
+// The subgroup's 32 x 64 block (rows [r, +32) = g0*, g1*), named (never an array).
+var<private> g00: Acc;
+var<private> g01: Acc;
+var<private> g02: Acc;
+var<private> g03: Acc;
+var<private> g10: Acc;
+var<private> g11: Acc;
+var<private> g12: Acc;
+var<private> g13: Acc;
+// This invocation's fetched 16-byte chunks of the next A (x0, x1) and B (x2, x3) chunk.
+var<private> x0: mat2x4<f16>;
+var<private> x1: mat2x4<f16>;
+var<private> x2: mat2x4<f16>;
+var<private> x3: mat2x4<f16>;
+
+fn clear_g() {
+    g00 = Acc(); g01 = Acc(); g02 = Acc(); g03 = Acc();
+    g10 = Acc(); g11 = Acc(); g12 = Acc(); g13 = Acc();
+}
+
+fn store_g(row: u32, col: u32) {
+    store_row4(g00, g01, g02, g03, row, col);
+    store_row4(g10, g11, g12, g13, row + TILE, col);
+}
+
+/// Eight products: rows (a0, a1) x columns (b0..b3).
+fn mma_2x4(a0: MatA, a1: MatA, b0: MatB, b1: MatB, b2: MatB, b3: MatB) {
+    g00 = coopMultiplyAdd(a0, b0, g00); g01 = coopMultiplyAdd(a0, b1, g01);
+    g02 = coopMultiplyAdd(a0, b2, g02); g03 = coopMultiplyAdd(a0, b3, g03);
+    g10 = coopMultiplyAdd(a1, b0, g10); g11 = coopMultiplyAdd(a1, b1, g11);
+    g12 = coopMultiplyAdd(a1, b2, g12); g13 = coopMultiplyAdd(a1, b3, g13);
+}
+
+/// A [row0, +128) x [kk, +32) and B [kk, +32) x [col0, +128): 512 chunks each, two per
+/// invocation, into registers.
+fn fetch_bk32(lid: u32, row0: u32, col0: u32, kk: u32) {
+    x0 = a8[((row0 + lid / 4u) * DIM + kk) / 8u + lid % 4u];
+    x1 = a8[((row0 + 64u + lid / 4u) * DIM + kk) / 8u + lid % 4u];
+    x2 = b8[((kk + lid / 16u) * DIM + col0) / 8u + lid % 16u];
+    x3 = b8[((kk + 16u + lid / 16u) * DIM + col0) / 8u + lid % 16u];
+}
+
+/// The fetched BK = 32 chunk into buffer `buf` of da / db.
+fn put_double(lid: u32, buf: u32) {
+    let a_at = buf * DA + (lid / 4u) * A_ROW4 + 2u * (lid % 4u);
+    da[a_at] = x0[0];
+    da[a_at + 1u] = x0[1];
+    da[a_at + 64u * A_ROW4] = x1[0];
+    da[a_at + 64u * A_ROW4 + 1u] = x1[1];
+    let b_at = buf * DB + (lid / 16u) * WIDE_B_ROW4 + 2u * (lid % 16u);
+    db[b_at] = x2[0];
+    db[b_at + 1u] = x2[1];
+    db[b_at + 16u * WIDE_B_ROW4] = x3[0];
+    db[b_at + 16u * WIDE_B_ROW4 + 1u] = x3[1];
+}
+
+/// The fetched BK = 32 chunk into a_tile / wide_b_tile.
+fn put_single(lid: u32) {
+    let a_at = (lid / 4u) * A_ROW4 + 2u * (lid % 4u);
+    a_tile[a_at] = x0[0];
+    a_tile[a_at + 1u] = x0[1];
+    a_tile[a_at + 64u * A_ROW4] = x1[0];
+    a_tile[a_at + 64u * A_ROW4 + 1u] = x1[1];
+    let b_at = (lid / 16u) * WIDE_B_ROW4 + 2u * (lid % 16u);
+    wide_b_tile[b_at] = x2[0];
+    wide_b_tile[b_at + 1u] = x2[1];
+    wide_b_tile[b_at + 16u * WIDE_B_ROW4] = x3[0];
+    wide_b_tile[b_at + 16u * WIDE_B_ROW4 + 1u] = x3[1];
+}
+
+/// k [s, s + 16) of the chunk in a_tile / wide_b_tile.
+fn step_single(r: u32, cc: u32, s: u32) {
+    mma_2x4(
+        a_staged(r, s), a_staged(r + TILE, s),
+        b_staged(s, cc), b_staged(s, cc + TILE), b_staged(s, cc + 2u * TILE), b_staged(s, cc + 3u * TILE),
+    );
+}
+
+fn da_frag(buf: u32, r: u32, s: u32) -> MatA {
+    return coopLoadT<MatA>(&da[buf * DA + r * A_ROW4 + s / 4u], A_ROW4);
+}
+
+fn db_frag(buf: u32, s: u32, cc: u32) -> MatB {
+    return coopLoadT<MatB>(&db[buf * DB + s * WIDE_B_ROW4 + cc / 4u], WIDE_B_ROW4);
+}
+
+/// k [s, s + 16) of the chunk in buffer `buf` of da / db.
+fn step_double(buf: u32, r: u32, cc: u32, s: u32) {
+    mma_2x4(
+        da_frag(buf, r, s), da_frag(buf, r + TILE, s),
+        db_frag(buf, s, cc), db_frag(buf, s, cc + TILE), db_frag(buf, s, cc + 2u * TILE),
+        db_frag(buf, s, cc + 3u * TILE),
+    );
+}
+
+@compute @workgroup_size(256)
+fn matmul_prefetch_2x4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    clear_g();
+    fetch_bk32(lid, row0, col0, 0u);
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier(); // the last chunk's products are done
+        put_single(lid);
+        workgroupBarrier();
+        fetch_bk32(lid, row0, col0, min(kk + BK, DIM - BK)); // lands during the products
+        step_single(r, cc, 0u);
+        step_single(r, cc, TILE);
+    }
+    store_g(row0 + r, col0 + cc);
+}
+
+@compute @workgroup_size(256)
+fn matmul_double_2x4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    clear_g();
+    fetch_bk32(lid, row0, col0, 0u);
+    put_double(lid, 0u);
+    workgroupBarrier();
+    fetch_bk32(lid, row0, col0, min(BK, DIM - BK));
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        let buf = (kk / BK) % 2u;
+        step_double(buf, r, cc, 0u);
+        step_double(buf, r, cc, TILE);
+        // The other buffer was last read by the previous chunk's products, before the last
+        // barrier.
+        put_double(lid, 1u - buf);
+        workgroupBarrier();
+        fetch_bk32(lid, row0, col0, min(kk + 2u * BK, DIM - BK));
+    }
+    store_g(row0 + r, col0 + cc);
+}
+
+/// A [row0, +128) x [kk, +16) and B [kk, +16) x [col0, +128): 256 chunks each, one per
+/// invocation.
+fn fetch_bk16(lid: u32, row0: u32, col0: u32, kk: u32) {
+    x0 = a8[((row0 + lid / 2u) * DIM + kk) / 8u + lid % 2u];
+    x2 = b8[((kk + lid / 16u) * DIM + col0) / 8u + lid % 16u];
+}
+
+fn put_bk16(lid: u32, buf: u32) {
+    let a_at = buf * HA + (lid / 2u) * HA_ROW4 + 2u * (lid % 2u);
+    ha[a_at] = x0[0];
+    ha[a_at + 1u] = x0[1];
+    let b_at = buf * HB + (lid / 16u) * WIDE_B_ROW4 + 2u * (lid % 16u);
+    hb[b_at] = x2[0];
+    hb[b_at + 1u] = x2[1];
+}
+
+fn ha_frag(buf: u32, r: u32) -> MatA {
+    return coopLoadT<MatA>(&ha[buf * HA + r * HA_ROW4], HA_ROW4);
+}
+
+fn hb_frag(buf: u32, cc: u32) -> MatB {
+    return coopLoadT<MatB>(&hb[buf * HB + cc / 4u], WIDE_B_ROW4);
+}
+
+@compute @workgroup_size(256)
+fn matmul_double_2x4_bk16(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    clear_g();
+    fetch_bk16(lid, row0, col0, 0u);
+    put_bk16(lid, 0u);
+    workgroupBarrier();
+    fetch_bk16(lid, row0, col0, min(TILE, DIM - TILE));
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let buf = (kk / TILE) % 2u;
+        mma_2x4(
+            ha_frag(buf, r), ha_frag(buf, r + TILE),
+            hb_frag(buf, cc), hb_frag(buf, cc + TILE), hb_frag(buf, cc + 2u * TILE),
+            hb_frag(buf, cc + 3u * TILE),
+        );
+        put_bk16(lid, 1u - buf);
+        workgroupBarrier();
+        fetch_bk16(lid, row0, col0, min(kk + 2u * TILE, DIM - TILE));
+    }
+    store_g(row0 + r, col0 + cc);
 }

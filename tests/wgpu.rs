@@ -504,7 +504,8 @@ fn bench_env(name: &str, default: usize) -> usize {
 
 /// Where the index time goes (run by hand on a GPU: `--ignored bench_index_stages
 /// --nocapture`): D = 128, f16, every head with one pattern; per pattern the median of a plain
-/// `build_index`, then the median time of every kernel submitted alone (each includes one
+/// `build_index` (timed by `bench::time_runs`, warm-up included; then again with each index
+/// kept until its work is done), then the median time of every kernel submitted alone (each includes one
 /// submit-to-completion round trip). `MINFERENCE_BENCH_PATTERNS` picks the patterns (the
 /// bench's list syntax, default `vertical-slash:1000,6096,block-sparse:100`; a bare family
 /// scales with N), `MINFERENCE_BENCH_H` the heads (default 8), `MINFERENCE_BENCH_N` the
@@ -536,15 +537,22 @@ fn bench_index_stages() {
         for case in &cases {
             let pattern = case.at(n);
             let pats = vec![pattern; h];
-            b.build_index(&q, &k, &pats).unwrap();
-            b.synchronize().unwrap();
-            let total = median(
+            // The library's harness: warm-up runs for at least bench::MIN_WARMUP first (a GPU
+            // that was idle runs its first work slowly), the index dropped before the wait.
+            let total = minference::bench::time_runs(b.as_ref(), 1, reps, || {
+                b.build_index(&q, &k, &pats).map(|_| ())
+            })
+            .unwrap();
+            // The same with each index kept until its work is done.
+            let kept = median(
                 (0..reps)
                     .map(|_| {
                         let t0 = Instant::now();
-                        b.build_index(&q, &k, &pats).unwrap();
+                        let ix = b.build_index(&q, &k, &pats).unwrap();
                         b.synchronize().unwrap();
-                        t0.elapsed().as_secs_f64() * 1e3
+                        let ms = t0.elapsed().as_secs_f64() * 1e3;
+                        drop(ix);
+                        ms
                     })
                     .collect(),
             );
@@ -552,7 +560,9 @@ fn bench_index_stages() {
                 .map(|_| b.index_stage_times(&q, &k, &pats).unwrap())
                 .collect();
             eprintln!(
-                "wgpu/f16/N={n}/H={h}/{pattern}: build_index {total:.3} ms; stages (each submitted alone):"
+                "wgpu/f16/N={n}/H={h}/{pattern}: build_index {:.3} ms (p10-p90 {:.3}-{:.3}), \
+                 {kept:.3} ms with the index kept until the wait; stages (each submitted alone):",
+                total.median_ms, total.p10_ms, total.p90_ms
             );
             for (i, (name, _)) in runs[0].iter().enumerate() {
                 let t = median(runs.iter().map(|r| r[i].1).collect());

@@ -37,7 +37,7 @@ struct Kernel {
     what: &'static str,
 }
 
-const KERNELS: [Kernel; 14] = [
+const KERNELS: [Kernel; 17] = [
     Kernel {
         entry: "matmul_direct_1x1",
         block: (32, 32),
@@ -121,6 +121,24 @@ const KERNELS: [Kernel; 14] = [
         block: (128, 128),
         repeats: Some(64),
         what: "(f) as smem_peak_vec4_kt, scalar f16 arrays",
+    },
+    Kernel {
+        entry: "matmul_prefetch_2x4",
+        block: (128, 128),
+        repeats: None,
+        what: "(g) as (d) 2x4, next chunk fetched into registers during the products",
+    },
+    Kernel {
+        entry: "matmul_double_2x4",
+        block: (128, 128),
+        repeats: None,
+        what: "(g) as (g) prefetch, two buffers: one barrier per 32 k (37,888 B)",
+    },
+    Kernel {
+        entry: "matmul_double_2x4_bk16",
+        block: (128, 128),
+        repeats: None,
+        what: "(g) two buffers of 16 k: one barrier per 16 k (20,992 B)",
     },
 ];
 
@@ -287,11 +305,12 @@ fn coop_matmul_throughput() {
     };
     let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("coop_matmul_bench"),
-        entries: &[0, 1, 2].map(|i| wgpu::BindGroupLayoutEntry {
+        // 3 and 4: a and b again, read 16 bytes at a time by the pipelined kernels.
+        entries: &[0, 1, 2, 3, 4].map(|i| wgpu::BindGroupLayoutEntry {
             binding: i,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: i < 2 },
+                ty: wgpu::BufferBindingType::Storage { read_only: i != 2 },
                 has_dynamic_offset: false,
                 min_binding_size: None,
             },
@@ -313,6 +332,14 @@ fn coop_matmul_throughput() {
             wgpu::BindGroupEntry {
                 binding: 2,
                 resource: c.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: a.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 4,
+                resource: b.as_entire_binding(),
             },
         ],
     });

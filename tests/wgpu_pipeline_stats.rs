@@ -58,6 +58,9 @@ fn subjects() -> Vec<Subject> {
         "smem_peak_vec4",
         "smem_peak_f16",
         "smem_peak_vec4_kt",
+        "matmul_prefetch_2x4",
+        "matmul_double_2x4",
+        "matmul_double_2x4_bk16",
     ] {
         out.push(Subject {
             label: format!("coop_matmul_bench {entry}"),
