@@ -419,7 +419,8 @@ fn block_sparse_index_matches_the_reference() {
 }
 
 /// Timing of dense vs sparse prefill (run by hand on a GPU: `--ignored bench --nocapture`).
-/// H = 8, D = 128, f16; medians after one warm-up, each run followed by a device synchronize.
+/// H = 8, D = 128, f16; medians after `bench::time_runs`'s warm-up, each run followed by a
+/// device synchronize.
 /// TFLOP/s count useful work (4 D per attended pair). `MINFERENCE_WGPU_VARIANT` picks the variant.
 /// `MINFERENCE_BENCH_N` picks the lengths (comma-separated; default 4096,16384),
 /// `MINFERENCE_BENCH_H` the number of heads (default 8; issue #7's target shape is H = 32).
@@ -427,7 +428,6 @@ fn block_sparse_index_matches_the_reference() {
 #[ignore]
 fn bench_dense_vs_sparse() {
     use minference::{AttnShape, DType, Pattern};
-    use std::time::Instant;
     let b = or_skip!();
     eprintln!("device: {}", b.info().device);
     let ns = bench_lengths();
@@ -443,19 +443,14 @@ fn bench_dense_vs_sparse() {
         );
         let mut out = b.empty(&shape.q_dims(), DType::F16).unwrap();
         let reps = if n >= 32768 { 2 } else { 5 };
+        // The library's harness: warm-up for at least bench::MIN_WARMUP, then the median.
         let time = |f: &mut dyn FnMut()| -> f64 {
-            f();
-            b.synchronize().unwrap();
-            let mut t: Vec<f64> = (0..reps)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    f();
-                    b.synchronize().unwrap();
-                    t0.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
+            minference::bench::time_runs(b.as_ref(), 1, reps, || {
+                f();
+                Ok(())
+            })
+            .unwrap()
+            .median_ms
         };
         let dense = time(&mut || b.dense_attention(&q, &k, &v, &mut out).unwrap());
         let dense_tflops = 4.0 * d as f64 * shape.causal_pairs() as f64 / (dense * 1e-3) / 1e12;
