@@ -880,3 +880,115 @@ fn matmul_double_2x4_bk16(
     }
     store_g(row0 + r, col0 + cc);
 }
+
+// ---- one workgroup of 16 subgroups: does lockstep cost what two workgroups of 8 hide? -------
+// The same pipelines with 512 invocations (16 subgroups of 32 x 64, 256 x 128 per workgroup,
+// one workgroup per SM), against the 256-invocation kernels above, two per SM:
+// - `matmul_prefetch_2x4_wg512`: BK = 32, one buffer, two barriers per chunk (29,184 bytes);
+// - `matmul_double_2x4_bk16_wg512`: BK = 16, two buffers, one barrier per chunk (33,280 bytes).
+
+var<workgroup> wa: array<vec4<f16>, 256u * A_ROW4>;       // A [256, 32]
+var<workgroup> wha: array<vec4<f16>, 2u * 256u * HA_ROW4>; // 2 x A [256, 16]
+
+/// A [row0, +256) x [kk, +32) (1024 chunks, two per invocation) and B [kk, +32) x [col0, +128)
+/// (512 chunks, one per invocation).
+fn fetch_bk32_wg512(lid: u32, row0: u32, col0: u32, kk: u32) {
+    x0 = a8[((row0 + lid / 4u) * DIM + kk) / 8u + lid % 4u];
+    x1 = a8[((row0 + 128u + lid / 4u) * DIM + kk) / 8u + lid % 4u];
+    x2 = b8[((kk + lid / 16u) * DIM + col0) / 8u + lid % 16u];
+}
+
+fn put_bk32_wg512(lid: u32) {
+    let a_at = (lid / 4u) * A_ROW4 + 2u * (lid % 4u);
+    wa[a_at] = x0[0];
+    wa[a_at + 1u] = x0[1];
+    wa[a_at + 128u * A_ROW4] = x1[0];
+    wa[a_at + 128u * A_ROW4 + 1u] = x1[1];
+    let b_at = (lid / 16u) * WIDE_B_ROW4 + 2u * (lid % 16u);
+    wide_b_tile[b_at] = x2[0];
+    wide_b_tile[b_at + 1u] = x2[1];
+}
+
+fn wa_frag(r: u32, s: u32) -> MatA {
+    return coopLoadT<MatA>(&wa[r * A_ROW4 + s / 4u], A_ROW4);
+}
+
+@compute @workgroup_size(512)
+fn matmul_prefetch_2x4_wg512(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 256u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    clear_g();
+    fetch_bk32_wg512(lid, row0, col0, 0u);
+    for (var kk = 0u; kk < DIM; kk += BK) {
+        workgroupBarrier();
+        put_bk32_wg512(lid);
+        workgroupBarrier();
+        fetch_bk32_wg512(lid, row0, col0, min(kk + BK, DIM - BK));
+        for (var s = 0u; s < BK; s += TILE) {
+            mma_2x4(
+                wa_frag(r, s), wa_frag(r + TILE, s),
+                b_staged(s, cc), b_staged(s, cc + TILE), b_staged(s, cc + 2u * TILE),
+                b_staged(s, cc + 3u * TILE),
+            );
+        }
+    }
+    store_g(row0 + r, col0 + cc);
+}
+
+/// A [row0, +256) x [kk, +16) (512 chunks, one per invocation) and B [kk, +16) x [col0, +128)
+/// (256 chunks: invocations below 256; the others fetch a chunk they do not store).
+fn fetch_bk16_wg512(lid: u32, row0: u32, col0: u32, kk: u32) {
+    x0 = a8[((row0 + lid / 2u) * DIM + kk) / 8u + lid % 2u];
+    let bl = lid % 256u;
+    x2 = b8[((kk + bl / 16u) * DIM + col0) / 8u + bl % 16u];
+}
+
+fn put_bk16_wg512(lid: u32, buf: u32) {
+    let a_at = buf * 256u * HA_ROW4 + (lid / 2u) * HA_ROW4 + 2u * (lid % 2u);
+    wha[a_at] = x0[0];
+    wha[a_at + 1u] = x0[1];
+    if lid < 256u {
+        let b_at = buf * HB + (lid / 16u) * WIDE_B_ROW4 + 2u * (lid % 16u);
+        hb[b_at] = x2[0];
+        hb[b_at + 1u] = x2[1];
+    }
+}
+
+fn wha_frag(buf: u32, r: u32) -> MatA {
+    return coopLoadT<MatA>(&wha[buf * 256u * HA_ROW4 + r * HA_ROW4], HA_ROW4);
+}
+
+@compute @workgroup_size(512)
+fn matmul_double_2x4_bk16_wg512(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) sg: u32,
+) {
+    let row0 = wid.y * 256u;
+    let col0 = wid.x * 128u;
+    let r = (sg / 2u) * 32u;
+    let cc = (sg % 2u) * 64u;
+    clear_g();
+    fetch_bk16_wg512(lid, row0, col0, 0u);
+    put_bk16_wg512(lid, 0u);
+    workgroupBarrier();
+    fetch_bk16_wg512(lid, row0, col0, min(TILE, DIM - TILE));
+    for (var kk = 0u; kk < DIM; kk += TILE) {
+        let buf = (kk / TILE) % 2u;
+        mma_2x4(
+            wha_frag(buf, r), wha_frag(buf, r + TILE),
+            hb_frag(buf, cc), hb_frag(buf, cc + TILE), hb_frag(buf, cc + 2u * TILE),
+            hb_frag(buf, cc + 3u * TILE),
+        );
+        put_bk16_wg512(lid, 1u - buf);
+        workgroupBarrier();
+        fetch_bk16_wg512(lid, row0, col0, min(kk + 2u * TILE, DIM - TILE));
+    }
+    store_g(row0 + r, col0 + cc);
+}

@@ -37,7 +37,7 @@ struct Kernel {
     what: &'static str,
 }
 
-const KERNELS: [Kernel; 17] = [
+const KERNELS: [Kernel; 19] = [
     Kernel {
         entry: "matmul_direct_1x1",
         block: (32, 32),
@@ -139,6 +139,18 @@ const KERNELS: [Kernel; 17] = [
         block: (128, 128),
         repeats: None,
         what: "(g) two buffers of 16 k: one barrier per 16 k (20,992 B)",
+    },
+    Kernel {
+        entry: "matmul_prefetch_2x4_wg512",
+        block: (256, 128),
+        repeats: None,
+        what: "(h) as (g) prefetch, 16 subgroups in one workgroup (29,184 B)",
+    },
+    Kernel {
+        entry: "matmul_double_2x4_bk16_wg512",
+        block: (256, 128),
+        repeats: None,
+        what: "(h) as (g) bk16, 16 subgroups in one workgroup (33,280 B)",
     },
 ];
 

@@ -61,6 +61,8 @@ fn subjects() -> Vec<Subject> {
         "matmul_prefetch_2x4",
         "matmul_double_2x4",
         "matmul_double_2x4_bk16",
+        "matmul_prefetch_2x4_wg512",
+        "matmul_double_2x4_bk16_wg512",
     ] {
         out.push(Subject {
             label: format!("coop_matmul_bench {entry}"),
