@@ -80,13 +80,18 @@ override HEAD_DIM: u32 = 128u;
 /// narrow one: 23,684 bytes of workgroup memory at HEAD_DIM = 128). `fetch_rows` takes 1, 2
 /// or 4 passes.
 override BLOCK_N: u32 = 64u;
-/// Query rows per workgroup: one index row block.
-const BLOCK_M: u32 = 64u;
-/// 8 subgroups of 32: 2 row halves (32 rows) x 4 quarters (of the keys in S, of the head dim
-/// in O).
-const WORKGROUP_SIZE: u32 = 256u;
-/// Invocations per query row in the softmax (consecutive lanes of one subgroup).
-const ROW_LANES: u32 = WORKGROUP_SIZE / BLOCK_M;
+/// Query rows per workgroup (pipeline constant): 64, one index row block; 128 in the split
+/// dense kernel (SPLIT_KV = 1).
+override BLOCK_M: u32 = 64u;
+/// Invocations: four per query row (pipeline constant, always 4 BLOCK_M): 8 subgroups of 32 at
+/// BLOCK_M = 64, 16 at 128.
+override WORKGROUP_SIZE: u32 = 256u;
+/// 1: K and V of a tile in their own halves of kv_tile, two barriers per tile
+/// (`visit_range_split`, range tiles only: the dense kernel; narrow mapping, HEAD_DIM = 128);
+/// 0: one buffer, K then V, four barriers per tile (`attend_tile`).
+override SPLIT_KV: u32 = 0u;
+/// Invocations per query row in the softmax (consecutive lanes of one subgroup): 4.
+override ROW_LANES: u32 = WORKGROUP_SIZE / BLOCK_M;
 /// Side of a cooperative matrix.
 const TILE: u32 = 16u;
 /// Start of the running max: finite, far below any base-2 score.
@@ -108,22 +113,27 @@ override PASS_ROWS: u32 = WORKGROUP_SIZE / CHUNKS;
 override PASSES: u32 = BLOCK_N / PASS_ROWS;
 /// vec4 chunks of scores each softmax lane reads per tile (4 at BLOCK_N = 64, 2 at 32).
 override LANE_CHUNKS: u32 = BLOCK_N / 4u / ROW_LANES;
-const_assert ROW_LANES == 4u;
 /// O columns per subgroup (its quarter of D: 32 at HEAD_DIM = 128, 16 at 64). (Overrides stay
 /// above the functions: naga 30's override processing panicked on ones declared below.)
 override O_COLUMNS: u32 = HEAD_DIM / 4u;
 
-/// Rows of kv_tile: BLOCK_N (K or V of a tile; Q is staged through it BLOCK_N rows at a time).
-override KV_ROWS: u32 = BLOCK_N;
+/// Rows of kv_tile: BLOCK_N (K or V of a tile), or 2 BLOCK_N with SPLIT_KV (K in the first
+/// BLOCK_N rows, V in the others); Q is staged through it KV_ROWS rows at a time.
+override KV_ROWS: u32 = BLOCK_N * (1u + SPLIT_KV);
+/// First kv_tile row of V: 0, or BLOCK_N with SPLIT_KV.
+override V_ROW0: u32 = BLOCK_N * SPLIT_KV;
 
-var<workgroup> kv_tile: array<vec4<f16>, KV_ROWS * KV_ROW4>; // [BLOCK_N, D] Q rows, then K, then V
+var<workgroup> kv_tile: array<vec4<f16>, KV_ROWS * KV_ROW4>; // [KV_ROWS, D] Q rows, then K and V
 var<workgroup> s_tile: array<vec4<f32>, BLOCK_M * S_ROW4>;   // [BLOCK_M, BLOCK_N] raw scores
 var<workgroup> p_tile: array<vec4<f16>, BLOCK_M * P_ROW4>;   // [BLOCK_M, BLOCK_N] P
-var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 4u>;    // [BLOCK_N] key of each slot, -1 none
+// [2, BLOCK_N]: key of each slot, -1 none; the tile's in half `parity` (always 0 unless
+// SPLIT_KV, where the next tile's keys go to the other half while this tile's are read).
+var<workgroup> tile_keys: array<vec4<i32>, BLOCK_N / 2u>;
 // [2, BLOCK_M]: the tile's O correction of each row (first half); at the end each row's sum
 // (first half).
 var<workgroup> row_stat: array<f32, 2u * BLOCK_M>;
-var<workgroup> rescale_flag: atomic<u32>; // some row of the tile needs O rescaled
+// [2]: some row of the tile needs O rescaled (the tile's at `parity`, as tile_keys).
+var<workgroup> rescale_flag: array<atomic<u32>, 2>;
 
 var<private> lid: u32;
 var<private> sg: u32;          // subgroup 0..8
@@ -140,6 +150,7 @@ var<private> l_part: f32;      // running sum of this quarter's P of row `srow`
 var<private> window_sink: u32;
 var<private> window_local: u32;
 var<private> pending: bool;    // the last tile's P.V is still to be accumulated
+var<private> parity: u32;      // which half of tile_keys and rescale_flag is the tile's
 // The tile's K or V chunks this invocation moves, fetched from storage ahead of their barrier:
 // f<t> is chunk `lid % CHUNKS` of slot `lid / CHUNKS + PASS_ROWS t` (PASSES <= 4: D = 128 with
 // BLOCK_N = 64). Named, not an array: loop-indexed private arrays live in local memory.
@@ -172,8 +183,9 @@ fn start_row_block(head: u32, block: u32, local: u32, subgroup: u32) {
     window_sink = n;
     window_local = n + 1u;
     pending = false;
-    if lid == 0u {
-        atomicStore(&rescale_flag, 0u);
+    parity = 0u;
+    if lid < 2u {
+        atomicStore(&rescale_flag[lid], 0u);
     }
     // Q rows [KV_ROWS q_pass, +KV_ROWS) through kv_tile, one pass at a time (two with 32-key
     // tiles), each followed by the fragment loads of the subgroups whose rows it holds.
@@ -239,9 +251,10 @@ fn put_chunk(slot: u32, x: mat2x4<f16>) {
     kv_tile[at + 1u] = x[1];
 }
 
-/// The fetched rows into kv_tile (between barriers: nobody else reads kv_tile meanwhile).
-fn put_fetched() {
-    let slot = lid / CHUNKS;
+/// The fetched rows into kv_tile rows from `row` (between barriers: nobody else reads those
+/// rows meanwhile): K at 0, V at V_ROW0.
+fn put_fetched_at(row: u32) {
+    let slot = row + lid / CHUNKS;
     put_chunk(slot, f0);
     if PASSES > 1u {
         put_chunk(slot + PASS_ROWS, f1);
@@ -252,15 +265,24 @@ fn put_fetched() {
     }
 }
 
-/// K rows and the tile's keys into workgroup memory; the rescale flag starts clear.
-fn put_k() {
+fn put_fetched() {
+    put_fetched_at(0u);
+}
+
+/// K rows and the tile's keys (into half `parity` of tile_keys) into workgroup memory; the
+/// rescale flag of that half starts clear.
+fn put_k_at(parity: u32) {
     put_fetched();
     if lid < BLOCK_N {
-        tile_keys[lid / 4u][lid % 4u] = tile_key(lid);
+        tile_keys[parity * (BLOCK_N / 4u) + lid / 4u][lid % 4u] = tile_key(lid);
     }
     if lid == 0u {
-        atomicStore(&rescale_flag, 0u);
+        atomicStore(&rescale_flag[parity], 0u);
     }
+}
+
+fn put_k() {
+    put_k_at(0u);
 }
 
 /// Which of `keys` row `row` sees: present, causal, inside the A-shape window, row < N.
@@ -308,7 +330,7 @@ fn lane_scores(i: u32, full: bool) -> vec4<f32> {
     if full {
         return x;
     }
-    return select(vec4<f32>(MASKED), x, visible4(row0 + srow, tile_keys[c]));
+    return select(vec4<f32>(MASKED), x, visible4(row0 + srow, tile_keys[parity * (BLOCK_N / 4u) + c]));
 }
 
 /// P of chunk `i` (scores `x`) against m_used, to p_tile; returns its sum.
@@ -360,7 +382,7 @@ fn online_softmax() {
     if slane == 0u {
         row_stat[srow] = correction;
         if correction != 1.0 {
-            atomicOr(&rescale_flag, 1u);
+            atomicOr(&rescale_flag[parity], 1u);
         }
     }
 }
@@ -368,7 +390,7 @@ fn online_softmax() {
 /// The pending tile's end: O rescaled if some row's max moved, then O += P.V.
 fn finish_pending_tile() {
     workgroupBarrier(); // P, V, the corrections and the flag are complete
-    if atomicLoad(&rescale_flag) != 0u {
+    if atomicLoad(&rescale_flag[parity]) != 0u {
         rescale_o();
     }
     accumulate_pv();
@@ -387,9 +409,68 @@ fn attend_tile() {
     scores();
     fetch_v(); // after the scores: fewer registers live during them (measured 3% faster)
     workgroupBarrier(); // S is complete and every K read done
-    put_fetched();
+    put_fetched_at(V_ROW0);
     online_softmax();
     pending = true;
+}
+
+// V(t) of the split walk, fetched beside K(t + 1) (f0).
+var<private> fv: mat2x4<f16>;
+
+/// SPLIT_KV = 1 (range tiles, PASSES = 1): visit keys [lo, hi) with two barriers per tile.
+/// Tile t's keys and K are in place when its step starts; then
+///   phase 1: V(t) and K(t + 1) are fetched into registers (they land during the products),
+///            O is rescaled if tile t - 1 raised its flag, O += P(t - 1) V(t - 1), S(t) = Q K(t);
+///   barrier (S(t) complete; K(t), P(t - 1), V(t - 1) and the flag read);
+///   phase 2: V(t) over V(t - 1), K(t + 1) over K(t) with its keys in the other half of
+///            tile_keys (whose flag is cleared), then the online softmax of tile t (P(t) over
+///            P(t - 1), tile t's keys and flag at `parity`);
+///   barrier.
+/// K and V live in their own halves of kv_tile, so no step waits for the other's readers; the
+/// last tile's P.V runs in `finish_row_block`.
+fn visit_range_split(lo: u32, hi: u32) {
+    tile_columns = false;
+    tile_hi = hi;
+    if lo >= hi {
+        return; // workgroup-uniform
+    }
+    tile_base = lo;
+    fetch_k();
+    workgroupBarrier(); // Q's fragments are loaded: kv_tile is free
+    put_k_at(0u);
+    workgroupBarrier();
+    for (var t = lo; t < hi; t += BLOCK_N) {
+        // Phase 1.
+        tile_base = t;
+        fv = fetch_chunk(lid / CHUNKS, true);
+        tile_base = t + BLOCK_N; // past hi: every slot -1, nothing loaded
+        fetch_k();
+        tile_base = t;
+        if pending {
+            if atomicLoad(&rescale_flag[1u - parity]) != 0u {
+                rescale_o();
+            }
+            accumulate_pv();
+        }
+        scores();
+        workgroupBarrier();
+        // Phase 2.
+        put_chunk(V_ROW0 + lid / CHUNKS, fv);
+        tile_base = t + BLOCK_N;
+        put_k_at(1u - parity);
+        tile_base = t;
+        online_softmax();
+        pending = true;
+        parity = 1u - parity;
+        workgroupBarrier();
+    }
+    // The last tile's P.V (its flag is at 1 - parity now).
+    parity = 1u - parity;
+    if atomicLoad(&rescale_flag[parity]) != 0u {
+        rescale_o();
+    }
+    accumulate_pv();
+    pending = false;
 }
 
 /// Accumulate the last tile, then write the normalised output rows as f16 pairs, 32 columns
@@ -599,7 +680,7 @@ fn scores() {
 
 /// V rows [16 j, 16 j + 16), columns [col, col + 16) as the B operand (row-major).
 fn v_frag(j: u32, col: u32) -> MatB {
-    return coopLoadT<MatB>(&kv_tile[j * TILE * KV_ROW4 + col / 4u], KV_ROW4);
+    return coopLoadT<MatB>(&kv_tile[(V_ROW0 + j * TILE) * KV_ROW4 + col / 4u], KV_ROW4);
 }
 
 /// P rows [row, row + 16), keys [16 j, +16).

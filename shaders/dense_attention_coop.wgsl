@@ -6,7 +6,12 @@ fn dense_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
     // Heaviest row blocks first (the last ones see the most keys): a shorter tail.
     let blocks = (params.seq_len + BLOCK_M - 1u) / BLOCK_M;
     start_row_block(wid.y, blocks - 1u - wid.x, local, subgroup);
-    visit_range(0u, min(params.seq_len, row0 + BLOCK_M));
+    let keys_end = min(params.seq_len, row0 + BLOCK_M);
+    if SPLIT_KV == 1u {
+        visit_range_split(0u, keys_end);
+    } else {
+        visit_range(0u, keys_end);
+    }
     finish_row_block();
 }
 

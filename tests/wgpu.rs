@@ -633,7 +633,8 @@ variant_suite!(coop, super::Variant::CoopMatrix);
 #[test]
 fn coop_shaders_validate_and_compile_to_spirv() {
     use minference::wgpu_backend::{
-        coop_constants, coop_workgroup_bytes, COOP_BLOCK_NS, COOP_SOURCES,
+        coop_constants, coop_workgroup_bytes, COOP_BLOCK_NS, COOP_SOURCES, COOP_SPLIT_BYTES,
+        COOP_SPLIT_CONSTANTS,
     };
     use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
     for (stem, source) in COOP_SOURCES {
@@ -653,11 +654,18 @@ fn coop_shaders_validate_and_compile_to_spirv() {
             module.entry_points.iter().any(|e| e.name == entry),
             "{stem}: no entry point `{entry}`"
         );
-        for (d, block_n) in [64, 128]
+        // (d, block_n, split): every head dim and tile width, and the split dense kernel.
+        let configs = [64, 128]
             .into_iter()
-            .flat_map(|d| COOP_BLOCK_NS.map(|n| (d, n)))
-        {
-            let constants = coop_constants(d, block_n)
+            .flat_map(|d| COOP_BLOCK_NS.map(|n| (d, n, false)))
+            .chain((stem == "dense_attention_coop").then_some((128, 32, true)));
+        for (d, block_n, split) in configs {
+            let constants = if split {
+                COOP_SPLIT_CONSTANTS
+            } else {
+                coop_constants(d, block_n)
+            };
+            let constants = constants
                 .iter()
                 .map(|&(k, v)| (k.to_string(), f64::from(v)))
                 .collect();
@@ -674,7 +682,12 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
                 .map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx()))
                 .sum();
-            if d == 128 {
+            if split {
+                assert_eq!(
+                    workgroup_bytes, COOP_SPLIT_BYTES,
+                    "{stem} split: workgroup memory of the WGSL vs COOP_SPLIT_BYTES"
+                );
+            } else if d == 128 {
                 assert_eq!(
                     workgroup_bytes,
                     coop_workgroup_bytes(block_n),
@@ -682,7 +695,7 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                 );
             }
             assert!(
-                workgroup_bytes <= coop_workgroup_bytes(block_n),
+                workgroup_bytes <= coop_workgroup_bytes(block_n).max(COOP_SPLIT_BYTES),
                 "{stem} D={d} BLOCK_N={block_n}: {workgroup_bytes} bytes"
             );
             let options = naga::back::spv::Options {

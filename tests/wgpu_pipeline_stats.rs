@@ -18,7 +18,7 @@
 use std::ffi::{CStr, CString};
 
 use ash::vk;
-use minference::wgpu_backend::{coop_constants, COOP_BLOCK_NS, COOP_SOURCES};
+use minference::wgpu_backend::{coop_constants, COOP_BLOCK_NS, COOP_SOURCES, COOP_SPLIT_CONSTANTS};
 
 #[path = "residency_source.rs"]
 mod residency_source;
@@ -50,6 +50,20 @@ fn subjects() -> Vec<Subject> {
             });
         }
     }
+    // The split dense kernel (128 rows, 16 subgroups, two barriers per tile).
+    let (stem, source) = COOP_SOURCES
+        .iter()
+        .find(|(stem, _)| *stem == "dense_attention_coop")
+        .expect("dense coop source");
+    out.push(Subject {
+        label: format!("{stem} (split: D = 128, BLOCK_N = 32, BLOCK_M = 128, 512 invocations)"),
+        source: source.to_string(),
+        entry: format!("{stem}_f16"),
+        constants: COOP_SPLIT_CONSTANTS
+            .iter()
+            .map(|&(k, v)| (k.to_string(), f64::from(v)))
+            .collect(),
+    });
     let bench = include_str!("../shaders/coop_matmul_bench.wgsl");
     for entry in [
         "matmul_direct_4x4",

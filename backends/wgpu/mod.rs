@@ -220,16 +220,46 @@ const VERTICAL_SLASH_INDEX: Family = Family {
 /// Workgroup memory of the cooperative-matrix kernels at `MAX_HEAD_DIM` with `block_n`-key
 /// tiles (mirrors the arrays of `attention_coop.wgsl`, rows padded): kv_tile block_n x
 /// (128 + 8) f16, s_tile 64 x (block_n + 4) f32, p_tile 64 x (block_n + 8) f16, tile_keys
-/// block_n i32, row_stat 2 x 64 f32, rescale_flag (44804 bytes at 64 keys, 23684 at 32).
+/// 2 x block_n i32, row_stat 2 x 64 f32, rescale_flag 2 u32 (45,064 bytes at 64 keys, 23,816
+/// at 32).
 #[doc(hidden)]
 pub const fn coop_workgroup_bytes(block_n: u32) -> u32 {
-    block_n * 136 * 2
-        + 64 * (block_n + 4) * 4
-        + 64 * (block_n + 8) * 2
-        + block_n * 4
-        + 2 * 64 * 4
-        + 4
+    coop_workgroup_bytes_with(block_n, 64, false)
 }
+
+/// [`coop_workgroup_bytes`] with `block_m` query rows and, with `split`, K and V in their own
+/// halves of kv_tile (the split dense kernel: 47,368 bytes at 32 keys and 128 rows).
+#[doc(hidden)]
+pub const fn coop_workgroup_bytes_with(block_n: u32, block_m: u32, split: bool) -> u32 {
+    let kv_rows = if split { 2 * block_n } else { block_n };
+    kv_rows * 136 * 2
+        + block_m * (block_n + 4) * 4
+        + block_m * (block_n + 8) * 2
+        + 2 * block_n * 4
+        + 2 * block_m * 4
+        + 2 * 4
+}
+
+/// Query rows, invocations and workgroup memory of the split dense kernel
+/// ([`COOP_SPLIT_CONSTANTS`]).
+const COOP_SPLIT_ROWS: usize = 128;
+const COOP_SPLIT_THREADS: u32 = 512;
+#[doc(hidden)]
+pub const COOP_SPLIT_BYTES: u32 = coop_workgroup_bytes_with(32, 128, true);
+
+/// Pipeline constants of the split dense kernel (`visit_range_split` in
+/// `attention_coop.wgsl`): 128 query rows and 16 subgroups per workgroup (the narrow mapping's
+/// 16-row bands, eight of them), K and V of a 32-key tile in their own halves of kv_tile, so a
+/// tile takes two barriers instead of four and each K/V tile serves 128 rows. One workgroup
+/// (16 warps) per SM. HEAD_DIM = 128 only (one 16-byte chunk per invocation per K or V tile).
+#[doc(hidden)]
+pub const COOP_SPLIT_CONSTANTS: &[(&str, u32)] = &[
+    ("HEAD_DIM", 128),
+    ("BLOCK_N", 32),
+    ("BLOCK_M", COOP_SPLIT_ROWS as u32),
+    ("WORKGROUP_SIZE", COOP_SPLIT_THREADS),
+    ("SPLIT_KV", 1),
+];
 /// The tile widths the cooperative-matrix kernels run (`BLOCK_N`, see [`coop_constants`]): 32
 /// (the narrow mapping, the default) and 64 (the wide one).
 pub const COOP_BLOCK_NS: [u32; 2] = [32, 64];
@@ -569,6 +599,9 @@ pub struct WgpuBackend {
     variant: Variant,
     /// Keys per tile of the cooperative-matrix kernels (one of [`COOP_BLOCK_NS`]).
     coop_block_n: u32,
+    /// Whether f16 dense attention at D = 128 runs the split kernel ([`COOP_SPLIT_CONSTANTS`]):
+    /// the coop variant with 32-key tiles, on an adapter that fits its workgroup.
+    coop_split: bool,
 }
 
 /// The tile width named by [`COOP_BLOCK_N_ENV`], or [`COOP_BLOCK_N`] when it is unset or
@@ -619,6 +652,7 @@ impl WgpuBackend {
                     ctx: Context::open(true)?,
                     variant: Variant::Rowwise,
                     coop_block_n,
+                    coop_split: false,
                 };
                 b.variant = if Self::unsupported_reason(&b.ctx, Variant::CoopMatrix, coop_block_n)
                     .is_none()
@@ -627,6 +661,7 @@ impl WgpuBackend {
                 } else {
                     b.portable_variant()
                 };
+                b.coop_split = b.split_fits();
                 Ok(b)
             }
         }
@@ -646,11 +681,25 @@ impl WgpuBackend {
                 ),
             });
         }
-        Ok(Self {
+        let mut b = Self {
             ctx,
             variant,
             coop_block_n,
-        })
+            coop_split: false,
+        };
+        b.coop_split = b.split_fits();
+        Ok(b)
+    }
+
+    /// Whether the split dense kernel runs here: the coop variant with 32-key tiles, and
+    /// limits that fit its 512 invocations and workgroup memory.
+    fn split_fits(&self) -> bool {
+        let l = &self.ctx.limits;
+        self.variant == Variant::CoopMatrix
+            && self.coop_block_n == 32
+            && l.max_compute_invocations_per_workgroup >= COOP_SPLIT_THREADS
+            && l.max_compute_workgroup_size_x >= COOP_SPLIT_THREADS
+            && l.max_compute_workgroup_storage_size >= COOP_SPLIT_BYTES
     }
 
     /// The variant this backend runs.
@@ -914,11 +963,11 @@ impl WgpuBackend {
         })
     }
 
-    /// Grid of the attention kernels: one workgroup per (row block of `BLOCK_M` rows,
-    /// batch * head), in every variant.
-    fn attention_grid(shape: &AttnShape) -> Result<[u32; 3]> {
+    /// Grid of the attention kernels: one workgroup per (row block of `rows` rows (`BLOCK_M`,
+    /// or 128 in the split dense kernel), batch * head).
+    fn attention_grid(shape: &AttnShape, rows: usize) -> Result<[u32; 3]> {
         Ok([
-            u32_of("seq_len", shape.seq_len.div_ceil(BLOCK_M))?,
+            u32_of("seq_len", shape.seq_len.div_ceil(rows))?,
             u32_of("batch * q_heads", shape.batch * shape.q_heads)?,
             1,
         ])
@@ -949,10 +998,16 @@ impl WgpuBackend {
         let family = Self::attention_family(kind, variant);
         self.check_loop_budget(variant, family, shape.head_dim, max_keys)?;
         let ot = out.storage::<WgpuTensor>(NAME, "out")?;
-        let constants = if variant == Variant::CoopMatrix {
-            coop_constants(shape.head_dim, self.coop_block_n)
+        let split = variant == Variant::CoopMatrix
+            && kind == AttentionKind::Dense
+            && shape.head_dim == 128
+            && self.coop_split;
+        let (constants, rows) = if split {
+            (COOP_SPLIT_CONSTANTS, COOP_SPLIT_ROWS)
+        } else if variant == Variant::CoopMatrix {
+            (coop_constants(shape.head_dim, self.coop_block_n), BLOCK_M)
         } else {
-            &[]
+            (&[][..], BLOCK_M)
         };
         let kernel = self
             .ctx
@@ -965,7 +1020,7 @@ impl WgpuBackend {
             &mut encoder,
             &kernel,
             &buffers,
-            Self::attention_grid(&shape)?,
+            Self::attention_grid(&shape, rows)?,
         )?;
         self.ctx.submit(family.stem, encoder)
     }
@@ -1512,6 +1567,7 @@ const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
 // The 48 KiB of workgroup memory Vulkan gives on NVIDIA.
 const _: () = assert!(coop_workgroup_bytes(64) <= 48 * 1024);
 const _: () = assert!(coop_workgroup_bytes(32) <= 24 * 1024);
+const _: () = assert!(COOP_SPLIT_BYTES <= 48 * 1024);
 
 #[cfg(test)]
 mod tests {
@@ -1570,7 +1626,8 @@ mod tests {
             );
         }
         // The figure the docs give for the default width (the bounds are compile-time asserts).
-        assert_eq!(coop_workgroup_bytes(COOP_BLOCK_N), 23_684);
+        assert_eq!(coop_workgroup_bytes(COOP_BLOCK_N), 23_816);
+        assert_eq!(COOP_SPLIT_BYTES, 47_368);
     }
 
     /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
