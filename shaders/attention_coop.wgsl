@@ -3,19 +3,20 @@
 // its own f16 views of q, k, v (the coop modules do not include common.wgsl).
 //
 // One workgroup of 256 invocations (8 subgroups of 32) owns BLOCK_M = 64 query rows of one
-// (batch, query head), the index's row block, and walks its keys BLOCK_N at a time. Two
-// mappings of the matrix work onto the subgroups (see the matrix steps section):
+// (batch, query head), the index's row block, and walks its keys BLOCK_N at a time (the split
+// dense kernel, below: 512 invocations and 128 rows). Two mappings of the matrix work onto
+// the subgroups (see the matrix steps section):
 // - narrow (BLOCK_N = 32, the backend's default): subgroup `sg` owns the 16 rows
 //   [16 band, +16) (`band = sg / 2`), the keys [16 side, +16) of S = Q K^T (against its Q
 //   rows held in registers as 16x16 A fragments, all of D) and the columns
 //   [D/2 side, +D/2) of O += P V (`side = sg % 2`; f32 accumulators held for the whole key
-//   walk). 120 registers and 23,684 bytes of workgroup memory: two workgroups (16 warps)
+//   walk). 120 registers and 23,816 bytes of workgroup memory: two workgroups (16 warps)
 //   share an H100/H200 SM, whose Vulkan driver keeps only one workgroup of more than about
 //   24 KiB (tests/wgpu_residency.rs); the two overlap each other's barriers and softmax.
 // - wide (BLOCK_N = 64): subgroup `sg` owns the 32 rows [32 row_half, +32)
 //   (`row_half = sg / 4`), the keys [16 quarter, +16) of S and the columns [D/4 quarter,
 //   +D/4) of O (`quarter = sg % 4`): every K, P and V fragment feeds two products and the
-//   per-tile overhead is paid once per 64 keys, but 177 registers and 44,804 bytes leave one
+//   per-tile overhead is paid once per 64 keys, but 177 registers and 45,064 bytes leave one
 //   workgroup (8 warps) per SM. 8-18% slower than narrow on the H200 (docs/coop.md).
 // Per key tile of BLOCK_N keys (`attend_tile`):
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
@@ -24,6 +25,14 @@
 //   rows into registers, in flight across the barrier), barrier, put_fetched (V over K),
 //   online_softmax (four invocations per row: mask, tile max, lazy max update, P as f16).
 // The P.V of the last tile runs in `finish_row_block`, before the store.
+// The split dense kernel (SPLIT_KV = 1, the backend's dense kernel at HEAD_DIM = 128 with
+// 32-key tiles: `COOP_SPLIT_CONSTANTS`): 512 invocations, 16 subgroups in the narrow
+// mapping's bands (8 bands of 16 rows, BLOCK_M = 128), K and V of a tile in their own halves
+// of kv_tile, and a walk of two barriers per tile instead of four (`visit_range_split`: the
+// next tile's K and this tile's V are put during this tile's softmax). 120 registers and
+// 47,368 bytes: one workgroup (16 warps) per SM; each K/V tile serves 128 rows. 5-6% faster
+// dense than two workgroups of the four-barrier walk on the H200 (docs/coop.md). Range tiles
+// only (the walk looks one tile ahead), so A-shape and sparse keep `attend_tile`.
 // WGSL has no element access to cooperative matrices, so O cannot be rescaled per row in
 // registers. Rescaling is lazy instead (as FlashAttention-4 does): the max `m_used` that P is
 // computed against moves only when a score passes it by more than RESCALE_THRESHOLD (2^8 in
@@ -33,18 +42,22 @@
 // Workgroup memory (HEAD_DIM = 128; `coop_workgroup_bytes`): kv_tile BLOCK_N rows (Q at the
 // start, BLOCK_N rows a pass, then K and V of each tile in turn; rows padded by 8 halves)
 // + s_tile 64 rows (f32 scores, rows padded by 4; also the scratch of the O rescale and
-// store) + p_tile 64 rows (f16 P, rows padded by 8) + tile_keys + row_stat 512 +
-// rescale_flag 4: 8704 + 9216 + 5120 + 128 + 516 = 23684 bytes at BLOCK_N = 32, 17408 +
-// 17408 + 9216 + 256 + 516 = 44804 at 64, under the 48 KiB Vulkan gives on NVIDIA. The
+// store) + p_tile 64 rows (f16 P, rows padded by 8) + tile_keys (two halves) + row_stat 512
+// + rescale_flag 8: 8704 + 9216 + 5120 + 256 + 520 = 23816 bytes at BLOCK_N = 32, 17408 +
+// 17408 + 9216 + 512 + 520 = 45064 at 64; the split kernel 17408 (K and V) + 18432 + 10240
+// + 256 + 1032 = 47368. All under the 48 KiB Vulkan gives on NVIDIA. The
 // paddings put the rows of a 16x16 fragment in distinct bank groups (row strides of 16 bytes
 // mod 128) and keep them 16-byte aligned.
-// HEAD_DIM and BLOCK_N are pipeline constants (the backend sets them, see `coop_constants`):
-// strides, loop bounds and the number of accumulators are compile-time for the driver.
+// HEAD_DIM, BLOCK_N, BLOCK_M, WORKGROUP_SIZE and SPLIT_KV are pipeline constants (the backend
+// sets them, see `coop_constants` and `COOP_SPLIT_CONSTANTS`): strides, loop bounds and the
+// number of accumulators are compile-time for the driver.
 // The backend builds these modules without wgpu's runtime checks (`Family::trusted`). What
 // keeps every access in range then, and what the backend guarantees for it: BLOCK_N 32 or 64
 // and HEAD_DIM 64 or 128 (`coop_constants`; other head dims are refused), subgroups of
-// exactly 32 so subgroup_id < 8 (checked before the variant is offered), 256 invocations
-// (the entry points' workgroup size); with those, every workgroup-array index below is in
+// exactly 32 so subgroup_id < WORKGROUP_SIZE / 32 (checked before the variant is offered),
+// WORKGROUP_SIZE = 4 BLOCK_M: 256 invocations and 64 rows, or in the split kernel 512 and 128
+// with BLOCK_N = 32 and HEAD_DIM = 128 (one chunk per invocation per K or V tile: PASSES = 1,
+// lid / CHUNKS < BLOCK_N); with those, every workgroup-array index below is in
 // range by construction (local_invocation_index, subgroup_id and constants), every loop
 // ends, every divisor is a nonzero constant or a validated param (Hq a multiple of Hkv >= 1),
 // and the storage reads stay inside the head (rows < N; keys from ranges below N, or from an
@@ -77,7 +90,7 @@ diagnostic(off, derivative_uniformity);
 /// Head dim, 64 or 128 (pipeline constant).
 override HEAD_DIM: u32 = 128u;
 /// Keys per tile (pipeline constant): 64 (the wide mapping of the matrix steps) or 32 (the
-/// narrow one: 23,684 bytes of workgroup memory at HEAD_DIM = 128). `fetch_rows` takes 1, 2
+/// narrow one: 23,816 bytes of workgroup memory at HEAD_DIM = 128). `fetch_rows` takes 1, 2
 /// or 4 passes.
 override BLOCK_N: u32 = 64u;
 /// Query rows per workgroup (pipeline constant): 64, one index row block; 128 in the split
@@ -136,7 +149,7 @@ var<workgroup> row_stat: array<f32, 2u * BLOCK_M>;
 var<workgroup> rescale_flag: array<atomic<u32>, 2>;
 
 var<private> lid: u32;
-var<private> sg: u32;          // subgroup 0..8
+var<private> sg: u32;          // subgroup 0..WORKGROUP_SIZE / 32
 var<private> row_half: u32;    // its rows [32 row_half, +32) in S and O
 var<private> quarter: u32;     // its keys [16 quarter, +16) in S, columns [O_COLUMNS quarter, +) in O
 var<private> bh: u32;          // batch * Hq + head

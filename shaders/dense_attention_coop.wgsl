@@ -1,6 +1,8 @@
-// Dense causal attention on cooperative matrices: every 64-row block visits keys
-// [0, min(N, row0 + BLOCK_M)). Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE invocations
-// (attention_coop.wgsl). f16 storage only (f32 storage runs the tiled or rowwise kernels).
+// Dense causal attention on cooperative matrices: every block of BLOCK_M rows (64, or 128 in
+// the split kernel) visits keys [0, min(N, row0 + BLOCK_M)), with the split walk (two barriers
+// per tile) when SPLIT_KV = 1. Grid: (cdiv(N, BLOCK_M), B * Hq); workgroup WORKGROUP_SIZE
+// invocations (attention_coop.wgsl). f16 storage only (f32 storage runs the tiled or rowwise
+// kernels).
 
 fn dense_attention_coop(wid: vec3<u32>, local: u32, subgroup: u32) {
     // Heaviest row blocks first (the last ones see the most keys): a shorter tail.

@@ -251,7 +251,9 @@ pub const COOP_SPLIT_BYTES: u32 = coop_workgroup_bytes_with(32, 128, true);
 /// `attention_coop.wgsl`): 128 query rows and 16 subgroups per workgroup (the narrow mapping's
 /// 16-row bands, eight of them), K and V of a 32-key tile in their own halves of kv_tile, so a
 /// tile takes two barriers instead of four and each K/V tile serves 128 rows. One workgroup
-/// (16 warps) per SM. HEAD_DIM = 128 only (one 16-byte chunk per invocation per K or V tile).
+/// (16 warps) per SM, 120 registers; 5-6% faster than the 64-row four-barrier kernel (two
+/// workgroups per SM) on the H200 (docs/coop.md). HEAD_DIM = 128 only (one 16-byte chunk per
+/// invocation per K or V tile).
 #[doc(hidden)]
 pub const COOP_SPLIT_CONSTANTS: &[(&str, u32)] = &[
     ("HEAD_DIM", 128),
@@ -281,13 +283,14 @@ const _: () = assert!(COOP_BLOCK_N == COOP_BLOCK_NS[0]);
 /// per tile: the tile sizes become compile-time constants of the driver's code (strides,
 /// loop bounds, how many O accumulators each subgroup holds).
 /// - BLOCK_N = 32 (the default, the narrow mapping): each subgroup holds 16 rows x 16 keys
-///   of S and 16 rows x D/2 of O; 120 registers per invocation and 23,684 bytes of
+///   of S and 16 rows x D/2 of O; 120 registers per invocation and 23,816 bytes of
 ///   workgroup memory, so two workgroups (16 warps) share an H100/H200 SM, whose Vulkan
 ///   driver keeps only one workgroup of more than about 24 KiB per SM
-///   (`tests/wgpu_residency.rs`); 4 barriers per 32 keys.
+///   (`tests/wgpu_residency.rs`); 4 barriers per 32 keys. (Dense attention at D = 128 runs
+///   the split kernel instead where it fits: [`COOP_SPLIT_CONSTANTS`].)
 /// - BLOCK_N = 64 (the wide mapping): each subgroup holds 32 rows x 16 keys of S and 32 rows
 ///   x D/4 of O (every K, P and V fragment feeds two products), 4 barriers per 64 keys, but
-///   177 registers and 44,804 bytes: one workgroup (8 warps) per SM. 8-18% slower than the
+///   177 registers and 45,064 bytes: one workgroup (8 warps) per SM. 8-18% slower than the
 ///   narrow mapping on the H200 (docs/coop.md).
 /// - HEAD_DIM = d: 64 or 128 (`HEAD_DIMS`).
 ///
@@ -1354,9 +1357,14 @@ impl Backend for WgpuBackend {
                     }
                     Variant::CoopMatrix => format!(
                         "Q.K^T and P.V on 16x16x16 cooperative matrices (f16 inputs, f32 \
-                         accumulation, 64 query rows x {} keys per tile, O in registers, lazy \
+                         accumulation, 64 query rows x {} keys per tile{}, O in registers, lazy \
                          rescaling) for f16 tensors; f32 and bf16 tensors run the {} kernels",
                         self.coop_block_n,
+                        if self.coop_split {
+                            "; dense at D = 128: 128 rows, K and V apart, two barriers per tile"
+                        } else {
+                            ""
+                        },
                         self.portable_variant()
                     ),
                 }
