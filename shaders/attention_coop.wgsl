@@ -96,11 +96,12 @@ override BLOCK_N: u32 = 64u;
 /// Query rows per workgroup (pipeline constant): 64, one index row block; 128 in the split
 /// dense kernel (SPLIT_KV = 1).
 override BLOCK_M: u32 = 64u;
-/// Invocations: four per query row (pipeline constant, always 4 BLOCK_M): 8 subgroups of 32 at
-/// BLOCK_M = 64, 16 at 128.
+/// Invocations: four per query row (pipeline constant; the backend sets 4 BLOCK_M, asserted
+/// at compile time in Rust): 8 subgroups of 32 at BLOCK_M = 64, 16 at 128.
 override WORKGROUP_SIZE: u32 = 256u;
 /// 1: K and V of a tile in their own halves of kv_tile, two barriers per tile
-/// (`visit_range_split`, range tiles only: the dense kernel; narrow mapping, HEAD_DIM = 128);
+/// (`visit_range_split`, range tiles only: the dense kernel; narrow mapping; PASSES must be 1,
+/// which the backend asserts for its constants: HEAD_DIM = 128 with 512 invocations);
 /// 0: one buffer, K then V, four barriers per tile (`attend_tile`).
 override SPLIT_KV: u32 = 0u;
 /// Invocations per query row in the softmax (consecutive lanes of one subgroup): 4.
@@ -119,8 +120,9 @@ override KV_ROW4: u32 = HEAD_DIM / 4u + 2u;
 override S_ROW4: u32 = BLOCK_N / 4u + 1u;
 override P_ROW4: u32 = BLOCK_N / 4u + 2u;
 /// 16-byte chunks of a K or V row, rows of a tile moved per pass of the workgroup, passes per
-/// tile (each invocation moves one chunk per pass, always the same column chunk): 4 at
-/// HEAD_DIM = 128 and BLOCK_N = 64, 2 at 64 and 64, 1 at 64 and 32.
+/// tile (each invocation moves one chunk per pass, always the same column chunk): with 256
+/// invocations 4 at HEAD_DIM = 128 and BLOCK_N = 64, 2 at 128 and 32 or 64 and 64, 1 at 64
+/// and 32; the split kernel (512 invocations, 128 and 32) 1.
 override CHUNKS: u32 = HEAD_DIM / 8u;
 override PASS_ROWS: u32 = WORKGROUP_SIZE / CHUNKS;
 override PASSES: u32 = BLOCK_N / PASS_ROWS;
@@ -282,15 +284,15 @@ fn put_fetched() {
     put_fetched_at(0u);
 }
 
-/// K rows and the tile's keys (into half `parity` of tile_keys) into workgroup memory; the
+/// K rows and the tile's keys (into half `half` of tile_keys) into workgroup memory; the
 /// rescale flag of that half starts clear.
-fn put_k_at(parity: u32) {
+fn put_k_at(half: u32) {
     put_fetched();
     if lid < BLOCK_N {
-        tile_keys[parity * (BLOCK_N / 4u) + lid / 4u][lid % 4u] = tile_key(lid);
+        tile_keys[half * (BLOCK_N / 4u) + lid / 4u][lid % 4u] = tile_key(lid);
     }
     if lid == 0u {
-        atomicStore(&rescale_flag[parity], 0u);
+        atomicStore(&rescale_flag[half], 0u);
     }
 }
 
@@ -440,7 +442,7 @@ var<private> fv: mat2x4<f16>;
 ///            P(t - 1), tile t's keys and flag at `parity`);
 ///   barrier.
 /// K and V live in their own halves of kv_tile, so no step waits for the other's readers; the
-/// last tile's P.V runs in `finish_row_block`.
+/// last tile's P.V runs after the loop.
 fn visit_range_split(lo: u32, hi: u32) {
     tile_columns = false;
     tile_hi = hi;
@@ -527,7 +529,7 @@ fn finish_row_block() {
 // - rescale_o(): O[r] *= row_stat[r] (uses s_tile as scratch; workgroup-uniform, barriers);
 // - stash_o(pair): O columns [32 pair, 32 pair + 32) -> s_tile[r][0, 32) (the caller
 //   barriers before reading).
-// Two mappings of the 8 subgroups, by tile width (workgroup-uniform: BLOCK_N is a constant):
+// Two mappings of the subgroups (8; 16 in the split kernel's narrow mapping), by tile width (workgroup-uniform: BLOCK_N is a constant):
 // - wide (BLOCK_N = 64): subgroup `sg` holds rows [32 row_half, +32) (`row_half = sg / 4`),
 //   keys [16 quarter, +16) in S and columns [O_COLUMNS quarter, +O_COLUMNS) in O
 //   (`quarter = sg % 4`): every K, P and V fragment feeds two products;
@@ -580,7 +582,7 @@ fn narrow() -> bool {
     return BLOCK_N == 32u;
 }
 
-/// Narrow mapping: the subgroup's 16-row band (0..4) and side (0..2).
+/// Narrow mapping: the subgroup's 16-row band (0..BLOCK_M / 16) and side (0..2).
 fn band() -> u32 {
     return sg / 2u;
 }
@@ -744,7 +746,7 @@ fn accumulate_pv() {
 
 /// Whether this subgroup holds O columns of the pair [32 pair, 32 pair + 32) (subgroup-
 /// uniform). Wide: two subgroups do at HEAD_DIM = 128 (one per row half), four at 64.
-/// Narrow: the four subgroups of one side (each for its band).
+/// Narrow: the subgroups of one side (each for its band: four, eight in the split kernel).
 fn owns_pair(pair: u32) -> bool {
     if narrow() {
         return (32u * pair) / (HEAD_DIM / 2u) == side();

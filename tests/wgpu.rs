@@ -694,8 +694,13 @@ fn coop_shaders_validate_and_compile_to_spirv() {
                     "{stem} BLOCK_N={block_n}: workgroup memory of the WGSL vs coop_workgroup_bytes"
                 );
             }
+            let bound = if split {
+                COOP_SPLIT_BYTES
+            } else {
+                coop_workgroup_bytes(block_n)
+            };
             assert!(
-                workgroup_bytes <= coop_workgroup_bytes(block_n).max(COOP_SPLIT_BYTES),
+                workgroup_bytes <= bound,
                 "{stem} D={d} BLOCK_N={block_n}: {workgroup_bytes} bytes"
             );
             let options = naga::back::spv::Options {

@@ -188,9 +188,11 @@ fn padded(bytes: &[u8]) -> Vec<u8> {
 
 /// Run entry `{stem}_f16` of the emulated module over q, k, v and `extra` storage buffers;
 /// the output starts as f16 NaNs. Returns the output as f64. `split`: K and V in their own
-/// halves of kv_tile, two barriers per tile (`SPLIT_KV = 1`, the dense kernel's walk; the
-/// backend runs it with 128 rows and 512 invocations at D = 128, which pass lavapipe's 32 KiB,
-/// so here it runs with the core's 64 rows at D = 64).
+/// halves of kv_tile, two barriers per tile (`SPLIT_KV = 1`, the dense kernel's walk). The
+/// backend runs it with 128 rows and 512 invocations at D = 128, whose 47,368 bytes are over
+/// lavapipe's 32 KiB limit; the walk needs one 16-byte chunk per invocation per K or V tile,
+/// which the core's 256 invocations give at D = 64 (at 128 they take two), so it runs here with
+/// 64 rows at D = 64.
 fn run(
     gpu: &Gpu,
     stem: &str,
@@ -363,7 +365,7 @@ fn coop_kernels_with_scalar_matrix_steps_match_float64() {
 
         let pats = vec![Pattern::Dense; hq];
         let (want, tol) = reference_and_tolerance(&shape, qkv, DType::F16, &pats, None).unwrap();
-        // Both walks at D = 64 (the split one needs more workgroup memory at 128).
+        // Both walks at D = 64 (see `run` for why the split one runs at D = 64 only).
         for split in [false, true].into_iter().filter(|&split| !split || d == 64) {
             let got = run(
                 &gpu,

@@ -1576,6 +1576,11 @@ const _: () = assert!(HEAD_DIMS[1] <= MAX_HEAD_DIM);
 const _: () = assert!(coop_workgroup_bytes(64) <= 48 * 1024);
 const _: () = assert!(coop_workgroup_bytes(32) <= 24 * 1024);
 const _: () = assert!(COOP_SPLIT_BYTES <= 48 * 1024);
+// The split walk (`visit_range_split`) moves one 16-byte chunk per invocation per K or V tile
+// (PASSES = 1: 512 invocations, 16 chunks per 128-wide row, 32 rows), and the softmax takes
+// four invocations per row. The modules run without runtime checks, so these must hold.
+const _: () = assert!(COOP_SPLIT_THREADS == 4 * COOP_SPLIT_ROWS as u32);
+const _: () = assert!(COOP_SPLIT_THREADS / (128 / 8) == 32);
 
 #[cfg(test)]
 mod tests {
@@ -1636,6 +1641,28 @@ mod tests {
         // The figure the docs give for the default width (the bounds are compile-time asserts).
         assert_eq!(coop_workgroup_bytes(COOP_BLOCK_N), 23_816);
         assert_eq!(COOP_SPLIT_BYTES, 47_368);
+        // The A-shape and sparse kernels (64-row index blocks, `attention_grid` with BLOCK_M)
+        // rely on the core's defaults for what only the split kernel sets.
+        for d in HEAD_DIMS {
+            for n in COOP_BLOCK_NS {
+                for (name, _) in coop_constants(d, n) {
+                    assert!(
+                        !["BLOCK_M", "WORKGROUP_SIZE", "SPLIT_KV"].contains(name),
+                        "coop_constants({d}, {n}) sets {name}"
+                    );
+                }
+            }
+        }
+        let split = |name: &str| {
+            COOP_SPLIT_CONSTANTS
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|&(_, v)| v)
+        };
+        assert_eq!(split("BLOCK_M"), Some(COOP_SPLIT_ROWS as u32));
+        assert_eq!(split("WORKGROUP_SIZE"), Some(COOP_SPLIT_THREADS));
+        assert_eq!(split("HEAD_DIM"), Some(128));
+        assert_eq!(split("BLOCK_N"), Some(32));
     }
 
     /// The limits `unsupported_reason` checks for the tiled kernels are the WGSL's own.
