@@ -20,9 +20,9 @@
 //   workgroup (8 warps) per SM. 8-18% slower than narrow on the H200 (docs/coop.md).
 // Per key tile of BLOCK_N keys (`attend_tile`):
 //   fetch_k (K rows into registers), finish the previous tile (rescale O if flagged, O += P.V:
-//   this overlaps the K loads), barrier, put_k (K rows and the tile's keys into workgroup
+//   this overlaps the K loads), barrier, put_k_at (K rows and the tile's keys into workgroup
 //   memory), barrier, scores (S = Q.K^T per 16x16 block, coopStore to s_tile), fetch_v (V
-//   rows into registers, in flight across the barrier), barrier, put_fetched (V over K),
+//   rows into registers, in flight across the barrier), barrier, put_fetched_at (V over K),
 //   online_softmax (four invocations per row: mask, tile max, lazy max update, P as f16).
 // The P.V of the last tile runs in `finish_row_block`, before the store.
 // The split dense kernel (SPLIT_KV = 1, the backend's dense kernel at HEAD_DIM = 128 with
@@ -280,24 +280,16 @@ fn put_fetched_at(row: u32) {
     }
 }
 
-fn put_fetched() {
-    put_fetched_at(0u);
-}
-
 /// K rows and the tile's keys (into half `half` of tile_keys) into workgroup memory; the
 /// rescale flag of that half starts clear.
 fn put_k_at(half: u32) {
-    put_fetched();
+    put_fetched_at(0u);
     if lid < BLOCK_N {
         tile_keys[half * (BLOCK_N / 4u) + lid / 4u][lid % 4u] = tile_key(lid);
     }
     if lid == 0u {
         atomicStore(&rescale_flag[half], 0u);
     }
-}
-
-fn put_k() {
-    put_k_at(0u);
 }
 
 /// Which of `keys` row `row` sees: present, causal, inside the A-shape window, row < N.
@@ -419,7 +411,7 @@ fn attend_tile() {
         finish_pending_tile();
     }
     workgroupBarrier(); // the last tile's readers of kv_tile, p_tile, tile_keys, row_stat are done
-    put_k();
+    put_k_at(0u);
     workgroupBarrier();
     scores();
     fetch_v(); // after the scores: fewer registers live during them (measured 3% faster)
